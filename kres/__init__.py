@@ -1,0 +1,10 @@
+"""kres: residual networks for Keras 3, from ``kres.build("resnet50")`` to a verified TFLite or
+ONNX file."""
+
+__version__ = "0.1.0"
+
+from kres.analysis import model_info
+from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
+
+__all__ = ["build", "list_models", "model_info", "preprocessing", "KresError", "ResNetSpec",
+           "__version__"]

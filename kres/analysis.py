@@ -1,0 +1,83 @@
+"""Counting what a built model costs: parameters and multiply-accumulates."""
+
+import keras
+import numpy as np
+
+from kres.models import build, get_spec
+from kres.models.spec import DOWNSAMPLING_STEMS
+
+
+def count_params(weights):
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def count_macs(model):
+    """Multiply-accumulates of one forward pass of one image, counted from the model's own
+    Conv2D and Dense layers (torchvision's and fvcore's convention: normalisation, pooling,
+    activations and additions are not counted)."""
+    total = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, cout = layer.output.shape
+            kh, kw, cin_per_group, _ = layer.kernel.shape
+            if h is None or w is None:
+                raise ValueError("MACs need a fixed input size; build with a full input_shape")
+            total += h * w * kh * kw * cin_per_group * cout
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return int(total)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def feature_info(spec):
+    """Channels and stride (input pixels per feature pixel) of each feature level:
+    0 is the stem, then one per stage."""
+    stride = 2 if spec.stem in DOWNSAMPLING_STEMS else 1
+    channels = spec.stem_width * (2 if spec.stem == "deep" else 1)
+    info = [{"index": 0, "name": "stem", "channels": channels, "stride": stride}]
+    stride *= 2 if spec.stem in DOWNSAMPLING_STEMS else 1  # the stem's max-pool
+    for i, (c, s) in enumerate(zip(spec.out_channels, spec.strides)):
+        stride *= s
+        info.append({"index": i + 1, "name": f"conv{i + 2}", "channels": c, "stride": stride})
+    return info
+
+
+def describe(model, spec):
+    """The numbers of a built model as a plain dict."""
+    return {
+        "trainable_params": count_params(model.trainable_weights),
+        "total_params": count_params(model.weights),
+        "macs": count_macs(model),
+        "feature_info": feature_info(spec),
+    }
+
+
+def model_info(name, **overrides):
+    """What a model is and costs, counted from the built model at its default input size.
+
+    >>> kres.model_info("resnet50")["trainable_params"]
+    25557032
+    """
+    build_args = {k: overrides.pop(k) for k in ("input_shape", "num_classes") if k in overrides}
+    spec = get_spec(name, **overrides)
+    spec = spec.replace(**build_args) if build_args else spec
+    model = build(spec)
+    info = {
+        "name": spec.name,
+        "family": spec.family,
+        "architecture": spec.architecture,
+        "reference": spec.reference,
+        "input_shape": tuple(spec.input_shape),
+        "num_classes": spec.num_classes,
+        "block": spec.block,
+        "depths": tuple(spec.depths),
+        **describe(model, spec),
+    }
+    return info

@@ -1,0 +1,180 @@
+"""One builder: any :class:`ResNetSpec` becomes a Keras functional model."""
+
+import fnmatch
+import os
+
+import keras
+import numpy as np
+from keras import layers
+
+from kres.models.blocks import STEM_FNS, UNITS, Pieces, Unit
+from kres.models.layers import ReverseChannels
+from kres.models.registry import REGISTRY
+from kres.models.spec import KresError, ResNetSpec, suggest
+
+# Pixel statistics (RGB, 0-255 scale) of each preprocessing mode.
+_STATS = {
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+    "cifar": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
+    "tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+    "caffe": ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),  # keras v1 expects BGR; see below
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+
+
+def get_spec(name, **overrides):
+    """The registered spec called ``name`` with ``overrides`` applied."""
+    if isinstance(name, ResNetSpec):
+        spec = name
+    elif not isinstance(name, str) or name not in REGISTRY:
+        raise KresError(
+            f"unknown model {name!r}; closest names: {suggest(name, REGISTRY)}. "
+            f"kres.list_models() lists all {len(REGISTRY)}."
+        )
+    else:
+        spec = REGISTRY[name]
+    return spec.replace(**overrides) if overrides else spec
+
+
+def list_models(pattern="*"):
+    """Sorted names of the registered models matching an fnmatch ``pattern``.
+
+    >>> kres.list_models("resnext*")
+    ['resnext101_32x8d', 'resnext101_64x4d', 'resnext50_32x4d']
+    """
+    return sorted(n for n in REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def preprocessing(name, tag=None):
+    """The input preprocessing of a model (or of one of its pretrained tags): a dict with ``mean``
+    and ``std`` per channel in pixel units (RGB, 0-255), and ``channel_order``."""
+    spec = get_spec(name)
+    mean, std = _STATS[spec.preprocessing]
+    return {"mode": spec.preprocessing, "mean": list(mean), "std": list(std),
+            "channel_order": "BGR" if spec.preprocessing == "caffe" else "RGB",
+            "input_range": [0, 255]}
+
+
+def _preprocessing_layer(x, spec, channels):
+    mean, std = (np.asarray(v, "float32") for v in _STATS[spec.preprocessing])
+    if channels != 3:  # grey or multispectral input: the mean statistics of the RGB channels
+        mean = np.full(channels, mean.mean(), "float32")
+        std = np.full(channels, std.mean(), "float32")
+    x = layers.Normalization(mean=mean, variance=std**2, name="preprocessing")(x)
+    if spec.preprocessing == "caffe" and channels == 3:  # keras v1 weights expect BGR input
+        x = ReverseChannels(name="rgb_to_bgr")(x)
+    return x
+
+
+def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False,
+                    out_indices=None, classifier_activation=None, include_preprocessing=False):
+    """Builds the Keras functional model described by ``spec`` (see :func:`build`)."""
+    p = Pieces(spec)
+    inputs = keras.Input(shape=spec.input_shape, name="images")
+    x = inputs
+    if include_preprocessing:
+        x = _preprocessing_layer(x, spec, spec.input_shape[-1])
+    x, stem_tap = STEM_FNS[spec.stem](x, p)
+    taps = [stem_tap]
+    unit_fn, index, last = UNITS[spec.block], 0, spec.num_units - 1
+    for stage, (depth, planes, stride) in enumerate(zip(spec.depths, spec.widths, spec.strides)):
+        for b in range(depth):
+            strided = b == (depth - 1 if spec.stride_in_last_unit else 0)
+            rate = spec.drop_path_rate * index / last if last else 0.0
+            unit = Unit(planes, stride if strided else 1, f"conv{stage + 2}_block{b + 1}", rate)
+            x = unit_fn(x, unit, p)
+            index += 1
+        taps.append(x)
+    if spec.preact:  # pre-activation nets end with the BN-ReLU their last unit left out
+        x = p.act(p.norm(x, "post_bn"), "post_relu")
+        taps[-1] = x
+
+    if features_only:
+        indices = _check_out_indices(out_indices, len(taps))
+        outputs = [_float32(taps[i], f"features_{i}") for i in indices]
+        return keras.Model(inputs, outputs, name=spec.name)
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if spec.head_dropout:
+            x = layers.Dropout(spec.head_dropout, name="head_dropout")(x)
+        x = layers.Dense(spec.num_classes, activation=classifier_activation, dtype="float32",
+                         name="predictions")(x)
+    elif pooling == "avg":
+        x = _float32(layers.GlobalAveragePooling2D(name="avg_pool")(x), "features")
+    elif pooling == "max":
+        x = _float32(layers.GlobalMaxPooling2D(name="max_pool")(x), "features")
+    else:
+        x = _float32(x, "features")
+    return keras.Model(inputs, x, name=spec.name)
+
+
+def _float32(x, name):
+    """Outputs are float32 under mixed precision too."""
+    if x.dtype == "float32":
+        return x
+    return layers.Activation("linear", dtype="float32", name=name)(x)
+
+
+def _check_out_indices(out_indices, n):
+    if out_indices is None:
+        return list(range(n))
+    indices = list(out_indices)
+    if not indices or any(not isinstance(i, int) or not -n <= i < n for i in indices):
+        raise KresError(f"invalid out_indices {out_indices!r}: accepted are integers in "
+                        f"[0, {n - 1}] (0 is the stem, 1..{n - 1} the stages)")
+    return [i % n for i in indices]
+
+
+def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling=None,
+          weights=None, features_only=False, out_indices=None, classifier_activation=None,
+          include_preprocessing=False, **overrides):
+    """Builds a registered residual network as a Keras functional model.
+
+    Args:
+        name: a registered name (see :func:`list_models`) or a :class:`ResNetSpec`.
+        input_shape: ``(height, width, channels)``; defaults to the family's (224x224x3 for
+            ImageNet models, 32x32x3 for CIFAR models). Height and width may be ``None`` when
+            ``include_top=False`` or ``features_only=True``.
+        num_classes: classifier outputs (default 1000 for ImageNet, 10 for CIFAR models).
+        include_top: keep the global-pool + dense classifier.
+        pooling: with ``include_top=False``: ``None`` (feature map), ``"avg"`` or ``"max"``.
+        weights: ``None`` (random init) or a path to a ``.keras`` / ``.weights.h5`` file of the
+            same architecture.
+        features_only: return the stem and stage outputs (for detection and segmentation).
+        out_indices: which of those outputs (0 = stem, 1.. = stages).
+        classifier_activation: ``None`` (logits) or ``"softmax"``.
+        include_preprocessing: put the input normalisation inside the model, so it takes raw
+            pixels in [0, 255].
+        **overrides: any field of the model's spec, e.g. ``se_ratio=0.25``,
+            ``drop_path_rate=0.1``, ``stem="deep"``.
+
+    Example:
+        >>> model = kres.build("resnet50", num_classes=10, drop_path_rate=0.1)
+        >>> features = kres.build("resnet50", features_only=True, input_shape=(None, None, 3))
+    """
+    if input_shape is not None:
+        if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3:
+            raise KresError(f"invalid input_shape {input_shape!r}: accepted is "
+                            "(height, width, channels), e.g. (224, 224, 3)")
+        overrides["input_shape"] = tuple(input_shape)
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    spec = get_spec(name, **overrides)
+    if pooling not in (None, "avg", "max"):
+        raise KresError(f"invalid pooling {pooling!r}: accepted are None, 'avg' and 'max'")
+    if classifier_activation not in (None, "softmax"):
+        raise KresError(f"invalid classifier_activation {classifier_activation!r}: accepted are "
+                        "None (logits) and 'softmax'")
+    if include_top and not features_only and None in spec.input_shape[:2]:
+        raise KresError(f"input_shape {spec.input_shape} has a None spatial size; that needs "
+                        "include_top=False or features_only=True")
+    model = build_from_spec(
+        spec, include_top=include_top, pooling=pooling, features_only=features_only,
+        out_indices=out_indices, classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing)
+    model.kres_spec = spec
+    if weights is not None:
+        from kres import weights as weights_lib
+
+        weights_lib.load_into(model, weights, spec=spec)
+    return model

@@ -1,0 +1,119 @@
+"""The few layers Keras does not ship. Pure Keras 3 (keras.ops), so they run on every backend,
+and registered under the ``kres`` package so saved models load with ``safe_mode=True``."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class DropPath(keras.layers.Layer):
+    """Stochastic depth: drops the whole residual branch of a sample with probability ``rate``.
+
+    Survivors are scaled by ``1 / (1 - rate)`` so the expected output is unchanged; at inference
+    the layer is the exact identity (Huang et al. 2016, "Deep Networks with Stochastic Depth").
+    """
+
+    def __init__(self, rate=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"DropPath rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=None):
+        if not training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+        noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=x.dtype)
+        mask = ops.cast(noise < keep, x.dtype)
+        return x * mask / ops.cast(keep, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class ZeroPadChannels(keras.layers.Layer):
+    """Adds ``pad`` all-zero channels, split evenly front and back: the parameter-free
+    "option A" shortcut of the CIFAR ResNets (He et al. 2015)."""
+
+    def __init__(self, pad, **kwargs):
+        super().__init__(**kwargs)
+        self.pad = int(pad)
+
+    def call(self, x):
+        front = self.pad // 2
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [front, self.pad - front]])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (input_shape[-1] + self.pad,)
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class ResidualAdd(keras.layers.Layer):
+    """``y = alpha * shortcut + step * branch``: residual scaling and the ODE step size."""
+
+    def __init__(self, alpha=1.0, step=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = float(alpha)
+        self.step = float(step)
+
+    def call(self, inputs):
+        shortcut, branch = inputs
+        return shortcut * ops.cast(self.alpha, shortcut.dtype) + branch * ops.cast(
+            self.step, branch.dtype
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "step": self.step}
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class SymmetricMaxPool(keras.layers.Layer):
+    """Max pooling with PyTorch's symmetric ``padding=1`` (pads with -inf, not zeros), for stems
+    whose input to the pool can be negative (pre-activation nets)."""
+
+    def __init__(self, pool_size=3, strides=2, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides, self.padding = int(pool_size), int(strides), int(padding)
+
+    def call(self, x):
+        p = self.padding
+        x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+        return ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        def out(n):
+            return None if n is None else (n + 2 * self.padding - self.pool_size) // self.strides + 1
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "padding": self.padding,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class ReverseChannels(keras.layers.Layer):
+    """RGB <-> BGR, for weights trained on Caffe-style BGR input."""
+
+    def call(self, x):
+        return ops.flip(x, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

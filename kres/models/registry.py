@@ -1,0 +1,88 @@
+"""The spec table: every named architecture is one row here. Adding a model is adding a row."""
+
+from kres.models.spec import ResNetSpec
+
+HE2015 = "He et al. 2015, Deep Residual Learning for Image Recognition (arXiv:1512.03385)"
+HE2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks (arXiv:1603.05027)"
+XIE2017 = "Xie et al. 2017, Aggregated Residual Transformations (ResNeXt, arXiv:1611.05431)"
+WRN2016 = "Zagoruyko & Komodakis 2016, Wide Residual Networks (arXiv:1605.07146)"
+HU2018 = "Hu et al. 2018, Squeeze-and-Excitation Networks (arXiv:1709.01507)"
+TRICKS2019 = "He et al. 2019, Bag of Tricks for Image Classification (ResNet-D, arXiv:1812.01187)"
+
+IMAGENET = dict(family="imagenet", widths=(64, 128, 256, 512), strides=(1, 2, 2, 2))
+CIFAR = dict(family="cifar", widths=(16, 32, 64), strides=(1, 2, 2), stem="cifar", stem_width=16,
+             input_shape=(32, 32, 3), num_classes=10, preprocessing="cifar")
+KERAS = dict(IMAGENET, bn_epsilon=1.001e-5, bn_momentum=0.99, conv_bias=True,
+             preprocessing="caffe")
+
+DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+          152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+
+REGISTRY = {}
+
+
+def register(name, base, **fields):
+    """Adds one row to the table."""
+    spec = ResNetSpec(name=name, **{**base, **fields})
+    spec.validate()
+    REGISTRY[name] = spec
+    return spec
+
+
+def _block(depth):
+    return "basic" if depth < 50 else "bottleneck"
+
+
+# ImageNet, v1.5 layout (stride in the 3x3, no conv bias): torchvision / timm.
+for d in (18, 34, 50, 101, 152, 200):
+    register(f"resnet{d}", IMAGENET, architecture="ResNet", reference=HE2015,
+             block=_block(d), depths=DEPTHS[d])
+for d in (18, 34, 50, 101):
+    register(f"resnet{d}d", IMAGENET, architecture="ResNet-D", reference=TRICKS2019,
+             block=_block(d), depths=DEPTHS[d], stem="deep", stem_width=32, shortcut="avgpool")
+for d, card, bw in ((50, 32, 4), (101, 32, 8), (101, 64, 4)):
+    register(f"resnext{d}_{card}x{bw}d", IMAGENET, architecture="ResNeXt", reference=XIE2017,
+             block="bottleneck", depths=DEPTHS[d], cardinality=card, base_width=bw)
+for d in (50, 101):
+    register(f"wide_resnet{d}_2", IMAGENET, architecture="Wide ResNet", reference=WRN2016,
+             block="bottleneck", depths=DEPTHS[d], base_width=128)
+for d in (18, 34, 50, 101, 152):
+    register(f"seresnet{d}", IMAGENET, architecture="SE-ResNet", reference=HU2018,
+             block=_block(d), depths=DEPTHS[d], se_ratio=1 / 16)
+for d in (50, 101):
+    register(f"seresnext{d}_32x4d", IMAGENET, architecture="SE-ResNeXt", reference=HU2018,
+             block="bottleneck", depths=DEPTHS[d], cardinality=32, base_width=4, se_ratio=1 / 16)
+for d in (50, 101, 152):
+    register(f"resnetv2_{d}", IMAGENET, architecture="ResNetV2 (pre-activation)",
+             reference=HE2016, block="preact_bottleneck", depths=DEPTHS[d], stem="preact")
+for d in (18, 34):
+    register(f"plain{d}", IMAGENET, architecture="Plain (no shortcuts)", reference=HE2015,
+             block="basic", depths=DEPTHS[d], shortcut="none")
+
+# keras.applications' exact architectures (same layer names, parameters and outputs).
+for d in (50, 101, 152):
+    register(f"keras_resnet{d}", KERAS, architecture="Keras ResNet", reference=HE2015,
+             block="keras_v1", depths=DEPTHS[d])
+    register(f"keras_resnet{d}v2", KERAS, architecture="Keras ResNetV2", reference=HE2016,
+             block="keras_v2", depths=DEPTHS[d], stem="keras_v2", strides=(2, 2, 2, 1),
+             stride_in_last_unit=True, shortcut="subsample", preprocessing="tf")
+
+# CIFAR (He et al. 2015, Section 4.2): 6n+2 layers, option A shortcuts.
+for d in (20, 32, 44, 56, 110, 1202):
+    n = (d - 2) // 6
+    register(f"resnet{d}", CIFAR, architecture="CIFAR ResNet", reference=HE2015,
+             block="basic", depths=(n, n, n), shortcut="zeropad")
+    if d != 1202:
+        register(f"plain{d}", CIFAR, architecture="CIFAR Plain (no shortcuts)", reference=HE2015,
+                 block="basic", depths=(n, n, n), shortcut="none")
+register("preact_resnet110", CIFAR, architecture="CIFAR PreAct ResNet", reference=HE2016,
+         block="preact_basic", depths=(18, 18, 18), stem="cifar_preact")
+for d in (164, 1001):
+    n = (d - 2) // 9
+    register(f"preact_resnet{d}", CIFAR, architecture="CIFAR PreAct ResNet", reference=HE2016,
+             block="preact_bottleneck", depths=(n, n, n), stem="cifar_preact")
+for d, k in ((16, 4), (16, 8), (28, 10), (40, 4)):
+    n = (d - 4) // 6
+    register(f"wrn{d}_{k}", CIFAR, architecture="CIFAR Wide ResNet", reference=WRN2016,
+             block="preact_basic", depths=(n, n, n), widths=(16 * k, 32 * k, 64 * k),
+             stem="cifar_preact")

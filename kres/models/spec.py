@@ -1,0 +1,157 @@
+"""What a ResNet is, as data: the :class:`ResNetSpec` dataclass and its validation."""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+
+# Output channels of a unit = planes * EXPANSION[block].
+EXPANSION = {
+    "basic": 1,
+    "bottleneck": 4,
+    "preact_basic": 1,
+    "preact_bottleneck": 4,
+    "keras_v1": 4,
+    "keras_v2": 4,
+}
+PREACT_BLOCKS = {"preact_basic", "preact_bottleneck", "keras_v2"}
+STEMS = ("imagenet", "deep", "preact", "keras_v2", "cifar", "cifar_preact")
+DOWNSAMPLING_STEMS = ("imagenet", "deep", "preact", "keras_v2")  # stride-2 conv + max-pool
+SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "none")
+PREPROCESSING = ("imagenet", "cifar", "caffe", "tf", "none")
+
+
+class KresError(ValueError):
+    """A user's mistake: the message names the argument, what it got and what it accepts."""
+
+
+def suggest(word, choices, n=5):
+    """Up to ``n`` close matches of ``word`` among ``choices``, as text for an error message."""
+    close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.5)
+    if not close:  # fall back to shared prefixes, e.g. "resnet5" -> resnet50, resnet56
+        close = [c for c in sorted(choices) if c.startswith(str(word)[:5])][:n]
+    return ", ".join(close) if close else "none"
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One residual network, fully described. ``kres.build`` turns any spec into a Keras model;
+    ``kres.build(name, **overrides)`` replaces fields of a registered spec."""
+
+    name: str
+    family: str  # "imagenet" or "cifar": sets the default input size, classes and preprocessing
+    architecture: str  # human family name for tables ("ResNeXt", "Wide ResNet", ...)
+    reference: str  # the paper
+    block: str  # a key of EXPANSION
+    depths: tuple  # units per stage
+    widths: tuple  # "planes" per stage; a unit outputs planes * expansion channels
+    strides: tuple = (1, 2, 2, 2)
+    stem: str = "imagenet"
+    stem_width: int = 64
+    shortcut: str = "projection"
+    cardinality: int = 1  # groups of the 3x3 conv (ResNeXt)
+    base_width: int = 64  # bottleneck width = floor(planes * base_width / 64) * cardinality
+    se_ratio: float = 0.0  # squeeze-and-excitation reduction ratio, 0 = off
+    dropout: float = 0.0  # dropout between the two convs of a unit (Wide ResNet)
+    drop_path_rate: float = 0.0  # stochastic depth of the last unit, linear from 0
+    shortcut_scale: object = 1.0  # "a" in y = a*x + h*F(x); a number or "1/L"
+    step_size: float = 1.0  # "h" in y = a*x + h*F(x)
+    zero_init_last: bool = False  # zero the last BN gamma (or conv) of each residual branch
+    sync_bn: bool = False  # BatchNormalization(synchronized=True) across replicas
+    conv_bias: bool = False
+    bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.9
+    stride_in_last_unit: bool = False  # keras.applications' v2 layout strides in the last unit
+    head_dropout: float = 0.0
+    preprocessing: str = "imagenet"
+    input_shape: tuple = (224, 224, 3)
+    num_classes: int = 1000
+    tags: tuple = field(default=(), compare=False)
+
+    @property
+    def expansion(self):
+        return EXPANSION[self.block]
+
+    @property
+    def preact(self):
+        return self.block in PREACT_BLOCKS
+
+    @property
+    def num_units(self):
+        return sum(self.depths)
+
+    @property
+    def out_channels(self):
+        return tuple(w * self.expansion for w in self.widths)
+
+    @property
+    def total_stride(self):
+        total = 4 if self.stem in DOWNSAMPLING_STEMS else 1
+        for s in self.strides:
+            total *= s
+        return total
+
+    def replace(self, **overrides):
+        """A copy with ``overrides`` applied; unknown fields and bad values raise KresError."""
+        names = [f.name for f in dataclasses.fields(self) if f.name not in ("name", "tags")]
+        for key in overrides:
+            if key not in names:
+                raise KresError(
+                    f"unknown option {key!r} for model {self.name!r}; did you mean: "
+                    f"{suggest(key, names)}? Valid options: {', '.join(sorted(names))}"
+                )
+        for key in ("depths", "widths", "strides", "input_shape"):
+            if key in overrides and overrides[key] is not None:
+                overrides[key] = tuple(overrides[key])
+        spec = dataclasses.replace(self, **overrides)
+        spec.validate()
+        return spec
+
+    def validate(self):
+        def bad(what, got, accepted):
+            raise KresError(f"{what} for model {self.name!r}: got {got!r}; accepted: {accepted}")
+
+        if self.block not in EXPANSION:
+            bad("unknown block", self.block, ", ".join(EXPANSION))
+        if self.stem not in STEMS:
+            bad("unknown stem", self.stem, ", ".join(STEMS))
+        if self.shortcut not in SHORTCUTS:
+            bad("unknown shortcut", self.shortcut, ", ".join(SHORTCUTS))
+        if self.preprocessing not in PREPROCESSING:
+            bad("unknown preprocessing", self.preprocessing, ", ".join(PREPROCESSING))
+        if not (len(self.depths) == len(self.widths) == len(self.strides)) or not self.depths:
+            bad("depths, widths and strides must have one entry per stage",
+                (self.depths, self.widths, self.strides), "three tuples of equal, non-zero length")
+        if any(int(d) < 1 for d in self.depths):
+            bad("invalid depths", self.depths, "at least one unit per stage")
+        if any(int(w) < 1 for w in self.widths):
+            bad("invalid widths", self.widths, "positive integers")
+        if any(s not in (1, 2) for s in self.strides):
+            bad("invalid strides", self.strides, "1 or 2 per stage")
+        if self.cardinality < 1 or self.base_width < 1:
+            bad("invalid cardinality/base_width", (self.cardinality, self.base_width),
+                "positive integers")
+        if self.block in ("basic", "preact_basic") and (self.cardinality, self.base_width) != (1, 64):
+            bad("basic units have no groups", (self.cardinality, self.base_width),
+                "cardinality=1 and base_width=64 (use a bottleneck block for ResNeXt)")
+        for key in ("drop_path_rate", "dropout", "head_dropout"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                bad(f"invalid {key}", value, "a number in [0, 1)")
+        if not isinstance(self.se_ratio, (int, float)) or not 0.0 <= self.se_ratio <= 1.0:
+            bad("invalid se_ratio", self.se_ratio, "a number in [0, 1] (0 turns SE off)")
+        if not (self.shortcut_scale == "1/L" or (
+                isinstance(self.shortcut_scale, (int, float)) and self.shortcut_scale > 0)):
+            bad("invalid shortcut_scale", self.shortcut_scale, 'a positive number or "1/L"')
+        if not isinstance(self.step_size, (int, float)) or self.step_size <= 0:
+            bad("invalid step_size", self.step_size, "a positive number")
+        if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) \
+                or self.num_classes < 1:
+            bad("invalid num_classes", self.num_classes, "a positive integer")
+        shape = self.input_shape
+        if len(shape) != 3 or (shape[2] is None or int(shape[2]) < 1):
+            bad("invalid input_shape", shape, "(height, width, channels) with channels >= 1")
+        for n in shape[:2]:
+            if n is not None and (not isinstance(n, int) or n < self.total_stride):
+                bad("input_shape too small", shape,
+                    f"height and width of at least {self.total_stride} (the network's total "
+                    f"stride) or None")
