@@ -1,7 +1,7 @@
 """One builder: any :class:`ResNetSpec` becomes a Keras functional model."""
 
 import fnmatch
-import os
+import sys
 
 import keras
 import numpy as np
@@ -49,6 +49,15 @@ def preprocessing(name, tag=None):
     """The input preprocessing of a model (or of one of its pretrained tags): a dict with ``mean``
     and ``std`` per channel in pixel units (RGB, 0-255), and ``channel_order``."""
     spec = get_spec(name)
+    if tag is not None:  # the checkpoint's own: mean/std, input size, crop, interpolation
+        from kres.weights import pretrained_info
+
+        info = pretrained_info(spec.name, tag).as_dict()
+        keys = ("tag", "preprocessing", "mean", "std", "channel_order", "input_size", "crop_pct",
+                "eval_size", "eval_crop", "interpolation")
+        out = {k: info[k] for k in keys}
+        out["mode"] = out.pop("preprocessing")
+        return {**out, "input_range": [0, 255]}
     mean, std = _STATS[spec.preprocessing]
     return {"mode": spec.preprocessing, "mean": list(mean), "std": list(std),
             "channel_order": "BGR" if spec.preprocessing == "caffe" else "RGB",
@@ -70,6 +79,9 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
                     out_indices=None, classifier_activation=None, include_preprocessing=False):
     """Builds the Keras functional model described by ``spec`` (see :func:`build`)."""
     p = Pieces(spec)
+    # Keras walks the functional graph recursively: ResNet-1202 needs a deeper stack than the
+    # default 1000 frames.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 40 * spec.num_units + 2000))
     inputs = keras.Input(shape=spec.input_shape, name="images")
     x = inputs
     if include_preprocessing:
@@ -176,5 +188,14 @@ def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling
     if weights is not None:
         from kres import weights as weights_lib
 
+        mode = weights_lib.preprocessing_mode(spec.name, weights)
+        if mode is not None and mode != spec.preprocessing:  # the tag's own input statistics
+            spec = spec.replace(preprocessing=mode)
+            if include_preprocessing:
+                model = build_from_spec(
+                    spec, include_top=include_top, pooling=pooling, features_only=features_only,
+                    out_indices=out_indices, classifier_activation=classifier_activation,
+                    include_preprocessing=include_preprocessing)
+            model.kres_spec = spec
         weights_lib.load_into(model, weights, spec=spec)
     return model

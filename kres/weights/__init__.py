@@ -1,36 +1,52 @@
-"""Loading weights into kres models: local ``.keras`` and ``.weights.h5`` files."""
+"""Pretrained weights for kres models: Keras Applications files and timm checkpoints (Hugging Face
+Hub), local ``.keras`` / ``.weights.h5`` / ``.h5`` / ``.safetensors`` files, the table of every
+(model, tag) with its source, licence, top-1 and preprocessing, and transfer learning.
 
-import os
+>>> kres.list_pretrained("resnet50*")[0]["name"]
+'resnet50.a1_in1k'
+>>> model = kres.build("resnet50", weights="a1_in1k", num_classes=10)  # all but the classifier
+"""
 
-import keras
+import fnmatch
 
 from kres.models.spec import KresError
+from kres.weights.convert import adapt_input_conv
+from kres.weights.fetch import expected_hash, file_hash
+from kres.weights.loading import load_into, load_state_dict, pretrained_for, read_safetensors
+from kres.weights.table import MODES, TABLE, Pretrained
+
+__all__ = ["list_pretrained", "pretrained_info", "preprocessing_mode", "load_into",
+           "load_state_dict", "read_safetensors", "expected_hash", "file_hash",
+           "adapt_input_conv", "Pretrained", "TABLE"]
 
 
-def load_into(model, weights, spec=None):
-    """Loads ``weights`` (a path to a ``.keras`` or ``.weights.h5`` file of the same
-    architecture) into ``model`` in place."""
-    path = os.fspath(weights)
-    if not (path.endswith(".keras") or path.endswith(".weights.h5")):
-        raise KresError(f"invalid weights {weights!r}: accepted are None or a path to a "
-                        "'.keras' or '.weights.h5' file")
-    if not os.path.isfile(path):
-        raise KresError(f"weights file not found: {path!r}")
-    if path.endswith(".weights.h5"):
-        try:
-            model.load_weights(path)
-        except ValueError as e:
-            raise KresError(f"weights file {path!r} does not fit {model.name!r}: {e}") from None
-        return model
-    source = keras.saving.load_model(path, compile=False)
-    theirs, ours = source.weights, model.weights
-    if len(theirs) != len(ours):
-        raise KresError(f"weights file {path!r} holds {len(theirs)} weights; model "
-                        f"{model.name!r} has {len(ours)}")
-    for a, b in zip(ours, theirs):
-        if tuple(a.shape) != tuple(b.shape):
-            raise KresError(f"weights file {path!r} does not fit {model.name!r}: {a.path} has "
-                            f"shape {tuple(a.shape)} in the model but {tuple(b.shape)} in the file")
-    for a, b in zip(ours, theirs):
-        a.assign(b)
-    return model
+def list_pretrained(pattern="*"):
+    """Every (model, tag) kres can load whose ``"model.tag"`` name matches the fnmatch
+    ``pattern``, as dicts with the source, licence, published top-1 and preprocessing, sorted by
+    model then (default first) top-1.
+
+    >>> [p["name"] for p in kres.list_pretrained("resnet50.tv*")]
+    ['resnet50.tv2_in1k', 'resnet50.tv_in1k']
+    """
+    rows = [e for e in TABLE.values()
+            if fnmatch.fnmatch(e.name, pattern) or fnmatch.fnmatch(e.model, pattern)]
+    rows.sort(key=lambda e: (e.model, not e.default, -e.top1))
+    return [e.as_dict() for e in rows]
+
+
+def pretrained_info(name, tag="imagenet"):
+    """The table row (a :class:`Pretrained`) of ``tag`` for model ``name``."""
+    return pretrained_for(name, tag)
+
+
+def preprocessing_mode(name, weights):
+    """The preprocessing mode ("imagenet", "tf", "caffe") of pretrained ``weights`` for model
+    ``name``, or None when ``weights`` is not a pretrained tag (a file path, None)."""
+    from kres.weights.loading import WEIGHT_SUFFIXES
+
+    if not isinstance(weights, str) or weights.endswith(WEIGHT_SUFFIXES):
+        return None
+    try:
+        return pretrained_for(name, weights).mode
+    except KresError:
+        return None

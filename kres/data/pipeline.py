@@ -1,0 +1,178 @@
+"""tf.data pipelines: raw pixels in, batches out.
+
+Every pipeline yields float32 NHWC images holding RAW pixel values in [0, 255] and int32 labels;
+the models normalise inside (`kres.build(..., include_preprocessing=True)`).
+
+Augmentation follows the image size. Small (CIFAR-sized, <= 64 px) images are padded by 1/8 of
+their side and randomly cropped back; larger (ImageNet-sized) images get a random resized crop.
+Both add a horizontal flip when the dataset allows it. Evaluation resizes small images and
+resizes-then-centre-crops large ones. Random draws use stateless ops seeded per element, so a
+pipeline is deterministic for a given seed however many threads map it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from kres.data.sources import DataError, DatasetInfo, check_split, open_source
+
+SMALL_IMAGE_MAX = 64  # up to this side, CIFAR-style augmentation; above it, ImageNet-style
+CROP_FRACTION = 0.875  # evaluation centre crop for ImageNet-sized images (224 of 256)
+CACHE_MAX_BYTES = 2 << 30  # decoded images up to this size are cached in memory
+
+
+def info(name: str, data_dir: str | None = None) -> DatasetInfo:
+    """Describe a dataset without reading its images.
+
+    >>> kres.data.info("digits").image_shape
+    (32, 32, 1)
+    """
+    return open_source(name, data_dir).info
+
+
+def arrays(
+    name: str,
+    split: str = "test",
+    *,
+    image_size: int | None = None,
+    limit: int | None = None,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole split (or `limit` examples of it, chosen with `seed`) as numpy arrays.
+
+    Images are float32 NHWC raw pixels in [0, 255], exactly as `load(..., training=False)` yields
+    them; labels are int64. No augmentation; the same call always returns the same arrays.
+
+    >>> x, y = kres.data.arrays("digits", "test")
+    >>> x.shape, y.shape
+    ((269, 32, 32, 1), (269,))
+    """
+    ds = load(name, split, batch_size=256, image_size=image_size, data_dir=data_dir, seed=seed,
+              limit=limit)
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
+
+
+def load(
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int | None = None,
+    training: bool = False,
+    data_dir: str | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    flip: bool | None = None,
+    shard: tuple[int, int] | None = None,
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
+    """A batched `tf.data.Dataset` of `(images, labels)` for one split.
+
+    Args:
+        name: `digits`, `tfds:NAME` or `folder:PATH`.
+        split: `train`, `validation` or `test`.
+        batch_size: examples per batch (the global batch under a distribution strategy).
+        image_size: square side of the images; default: the dataset's native side.
+        training: shuffle and augment, and drop the last partial batch so every batch has the
+            same static shape (what a TPU needs).
+        seed: seeds the shuffle and the augmentation (and which `limit` examples are used).
+        limit: use only this many examples of the split.
+        flip: horizontal-flip augmentation; default: the dataset's `info.flip` (off for digits).
+        shard: `(num_shards, index)`: read only this shard (one per host in multi-host training).
+        drop_remainder: override the default (True when training).
+
+    >>> ds = kres.data.load("digits", "train", batch_size=64, training=True)
+    >>> ds.element_spec[0].shape
+    TensorShape([64, 32, 32, 1])
+    """
+    check_split(split)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
+        raise DataError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+    source = open_source(name, data_dir)
+    meta = source.info
+    size = image_size or meta.image_shape[0]
+    flip = meta.flip if flip is None else flip
+
+    ds = source.examples(split, limit=limit, seed=seed)
+    if shard is not None:
+        ds = ds.shard(*shard)
+    num = limit or meta.splits.get(split)
+    if num is not None and num * _bytes_per_image(meta) <= CACHE_MAX_BYTES:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(num or 10_000, 10_000), seed=seed, reshuffle_each_iteration=True)
+        # One fresh random integer per example and epoch: the per-element stateless seed.
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, randoms))
+        ds = ds.map(
+            lambda example, r: _augment(*example, seed=tf.stack([r, tf.cast(seed, tf.int64)]),
+                                        size=size, flip=flip),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        ds = ds.map(lambda x, y: (_evaluation_view(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+    drop = training if drop_remainder is None else drop_remainder
+    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def _bytes_per_image(meta: DatasetInfo) -> int:
+    h, w, c = meta.image_shape
+    return h * w * c
+
+
+def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
+    return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
+
+
+def _evaluation_view(image: tf.Tensor, size: int) -> tf.Tensor:
+    image = tf.cast(image, tf.float32)
+    if size <= SMALL_IMAGE_MAX:
+        if image.shape[0] != size or image.shape[1] != size:
+            image = _resize(image, size, size)
+    else:
+        # Resize the shorter side to size / 0.875, then take the central size x size crop.
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = (size / CROP_FRACTION) / tf.reduce_min(shape)
+        hw = tf.cast(tf.round(shape * scale), tf.int32)
+        image = _resize(image, hw[0], hw[1])
+        top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
+        image = image[top : top + size, left : left + size]
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.ensure_shape(image, (size, size, image.shape[-1]))
+
+
+def _augment(image, label, *, seed, size: int, flip: bool):
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = tf.cast(image, tf.float32)
+    channels = image.shape[-1]
+    if size <= SMALL_IMAGE_MAX:
+        if image.shape[0] != size or image.shape[1] != size:
+            image = _resize(image, size, size)
+        pad = max(size // 8, 1)
+        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        image = tf.image.stateless_random_crop(image, (size, size, channels), seed=crop_seed)
+    else:
+        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image),
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=crop_seed,
+            min_object_covered=0.0,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        image = tf.slice(image, begin, extent)
+        image = _resize(image, size, size)
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.ensure_shape(image, (size, size, channels)), label

@@ -1,0 +1,255 @@
+"""`load(path)`: one runner per artifact type, each with the same ``predict(images)``.
+
+Every runner takes float32 raw images (N, H, W, C) and returns float32 outputs, so artifacts of
+any format and quantisation compare alike; integer inputs and outputs are (de)quantised with the
+scale and zero point stored in the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from kres.export.errors import ExportError, IntegrityError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_of(path):
+    """SHA-256 (hex) of a file, or of a directory: over its files' relative paths and bytes."""
+    digest = hashlib.sha256()
+    if os.path.isdir(path):
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                digest.update(os.path.relpath(full, path).replace(os.sep, "/").encode() + b"\0")
+                digest.update(sha256_of(full).encode())
+        return digest.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def size_of(path):
+    """Bytes of a file, or of all files under a directory."""
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(root, f))
+                   for root, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
+
+
+class Runner:
+    """An artifact loaded in its own runtime. ``predict(images)`` takes float32 raw images and
+    returns float32 outputs; ``inputs``/``outputs`` describe the tensors (name, shape, dtype and
+    quantisation) as the manifest records them."""
+
+    format = "?"
+
+    def __init__(self, path, threads):
+        self.path, self.threads = os.fspath(path), threads
+
+    def predict(self, images):
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4:
+            raise ExportError(f"predict expects a batch of images (N, H, W, C); got shape "
+                              f"{images.shape}")
+        return np.asarray(self._predict(images), np.float32)
+
+    def latency_ms(self, image, repeats=50, warmup=5):
+        """Median wall time of ``predict`` on one image, in milliseconds."""
+        image = np.asarray(image, np.float32)[None] if np.ndim(image) == 3 else image[:1]
+        for _ in range(warmup):
+            self.predict(image)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.predict(image)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1e3)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.path}>"
+
+
+def _tensor(name, shape, dtype, quantization=None):
+    shape = [None if d is None or d < 0 else int(d) for d in shape]
+    return {"name": name, "shape": shape, "dtype": np.dtype(dtype).name,
+            "quantization": quantization}
+
+
+class TFLiteRunner(Runner):
+    """A .tflite file in the LiteRT interpreter (XNNPACK on CPU)."""
+
+    format = "tflite"
+
+    def __init__(self, path, threads=2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(path, threads)
+        self.interpreter = Interpreter(model_path=self.path, num_threads=threads)
+        self._input = self.interpreter.get_input_details()[0]
+        self._output = self.interpreter.get_output_details()[0]
+        self._batch = None
+
+        def describe(detail):
+            scale, zero_point = detail["quantization"]
+            q = {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
+            return _tensor(detail["name"], detail["shape_signature"], detail["dtype"], q)
+
+        self.inputs, self.outputs = [describe(self._input)], [describe(self._output)]
+
+    def _predict(self, images):
+        if self._batch != len(images):
+            self.interpreter.resize_tensor_input(self._input["index"],
+                                                 [len(images), *images.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self._batch = len(images)
+        self.interpreter.set_tensor(self._input["index"], _quantize(images, self._input))
+        self.interpreter.invoke()
+        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+
+
+def _quantize(x, detail):
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(detail["dtype"])
+
+
+def _dequantize(y, detail):
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+class OnnxRunner(Runner):
+    """An .onnx file in onnxruntime (CPU execution provider)."""
+
+    format = "onnx"
+
+    def __init__(self, path, threads=2):
+        import onnxruntime as ort
+
+        super().__init__(path, threads)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(self.path, options,
+                                            providers=["CPUExecutionProvider"])
+        types = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+        def describe(value):
+            shape = [d if isinstance(d, int) else None for d in value.shape]
+            return _tensor(value.name, shape, types.get(value.type, np.float32))
+
+        self.inputs = [describe(v) for v in self.session.get_inputs()]
+        self.outputs = [describe(v) for v in self.session.get_outputs()]
+
+    def _predict(self, images):
+        return self.session.run(None, {self.inputs[0]["name"]: images})[0]
+
+
+class SavedModelRunner(Runner):
+    """A SavedModel directory, through its ``serving_default`` signature."""
+
+    format = "saved_model"
+
+    def __init__(self, path, threads=2):
+        import tensorflow as tf
+
+        super().__init__(path, threads)
+        self.function = tf.saved_model.load(self.path).signatures["serving_default"]
+        (self._input_key, spec), = self.function.structured_input_signature[1].items()
+        (self._output_key, out), = self.function.structured_outputs.items()
+        self.inputs = [_tensor(self._input_key, spec.shape.as_list(), spec.dtype.as_numpy_dtype)]
+        self.outputs = [_tensor(self._output_key, out.shape.as_list(), out.dtype.as_numpy_dtype)]
+
+    def _predict(self, images):
+        return self.function(**{self._input_key: images})[self._output_key].numpy()
+
+
+class KerasRunner(Runner):
+    """A .keras file (or an in-memory model), the reference every artifact is compared with."""
+
+    format = "keras"
+
+    def __init__(self, path_or_model, threads=2):
+        import keras
+
+        import kres.models  # noqa: F401  registers kres' custom layers for deserialisation
+
+        if isinstance(path_or_model, keras.Model):
+            super().__init__("<memory>", threads)
+            self.model = path_or_model
+        else:
+            super().__init__(path_or_model, threads)
+            self.model = keras.models.load_model(self.path)
+        x, y = self.model.inputs[0], self.model.outputs[0]
+        self.inputs = [_tensor(x.name, x.shape, x.dtype)]
+        self.outputs = [_tensor(self.model.layers[-1].name, y.shape, y.dtype)]
+
+    def _predict(self, images):
+        if len(images) <= 8:  # model.predict costs ~50 ms of setup per call
+            return self.model(images, training=False)
+        return self.model.predict(images, batch_size=64, verbose=0)
+
+
+def load(path, *, threads=2, verify=True):
+    """Load an artifact (``.tflite``, ``.onnx``, SavedModel directory or ``.keras``) in its own
+    runtime. When a manifest.json beside it lists the artifact, its bytes and SHA-256 are checked
+    first and a tampered or truncated file raises :class:`IntegrityError`.
+
+    >>> runner = kres.export.load("exports/digits-resnet20/resnet20_int8.tflite")
+    >>> logits = runner.predict(images)  # float32 raw pixels, whatever the file's own dtypes
+    """
+    path = os.fspath(path).rstrip("/") or "/"
+    if not os.path.exists(path):
+        raise ExportError(f"no artifact at {path!r}")
+    if verify:
+        verify_artifact(path)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise ExportError(f"{path!r} is a directory but not a SavedModel (no saved_model.pb)")
+        cls = SavedModelRunner
+    else:
+        kinds = {".tflite": TFLiteRunner, ".onnx": OnnxRunner, ".keras": KerasRunner}
+        cls = kinds.get(os.path.splitext(path)[1])
+        if cls is None:
+            raise ExportError(f"cannot tell the format of {path!r}; accepted: a SavedModel "
+                              f"directory or a file ending in {', '.join(kinds)}")
+    try:
+        return cls(path, threads)
+    except ExportError:
+        raise
+    except Exception as error:  # a runtime's own parse error: say which file and what it is
+        raise IntegrityError(f"{path!r} does not load as {cls.format}: {error}") from error
+
+
+def verify_artifact(path):
+    """Check ``path`` against the manifest.json of its directory (bytes and SHA-256). Returns
+    the manifest entry, or None when there is no manifest to check against."""
+    directory, name = os.path.split(os.path.abspath(path))
+    manifest_path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(manifest_path):
+        return None
+    with open(manifest_path) as f:
+        entries = {a["path"].rstrip("/"): a for a in json.load(f)["artifacts"]}
+    entry = entries.get(name)
+    if entry is None:
+        raise IntegrityError(f"{path!r} is not listed in {manifest_path}; listed: "
+                             f"{', '.join(sorted(entries))}")
+    size, digest = size_of(path), sha256_of(path)
+    if size != entry["bytes"] or digest != entry["sha256"]:
+        raise IntegrityError(
+            f"{path!r} does not match {MANIFEST}: {size} bytes with SHA-256 {digest[:16]}..., "
+            f"the manifest records {entry['bytes']} bytes with SHA-256 {entry['sha256'][:16]}... "
+            "The file was modified or truncated after export; export it again.")
+    return entry

@@ -1,0 +1,173 @@
+"""Callbacks that make a run directory survive being killed at any moment.
+
+Every file that matters is written under a temporary name and moved into place with
+`os.replace`, which is atomic on POSIX: a reader (or a resumed run) sees the old file or the new
+one, never half of one. The checkpoint commits last at the end of an epoch, so a run killed
+anywhere resumes from the last committed epoch and rewrites everything after it.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import time
+
+import keras
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_save_model(model: keras.Model, path: str) -> None:
+    """`model.save(path)` without ever leaving a half-written `path`."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    model.save(tmp)
+    _fsync(tmp)
+    os.replace(tmp, path)
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Backs up the weights and optimizer state (hence the learning-rate schedule) every epoch.
+
+    Like `keras.callbacks.BackupAndRestore`, but atomic: each epoch's weights go to their own
+    file and `state.json`, replaced atomically after the weights are on disk, is the commit
+    point. `restore` (called before `fit`) returns the epoch to continue from.
+    """
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self.directory = directory
+
+    @property
+    def _state_path(self) -> str:
+        return os.path.join(self.directory, "state.json")
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last committed state into `model`; returns its epoch count (0 if none)."""
+        if not os.path.exists(self._state_path):
+            return 0
+        with open(self._state_path) as f:
+            state = json.load(f)
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.directory, state["weights"]))
+        return int(state["epoch"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        tmp = os.path.join(self.directory, f"tmp-{name}")
+        self.model.save_weights(tmp, overwrite=True)
+        _fsync(tmp)
+        os.replace(tmp, os.path.join(self.directory, name))
+        atomic_write_text(self._state_path, json.dumps({"epoch": epoch + 1, "weights": name}))
+        for old in glob.glob(os.path.join(self.directory, "*.weights.h5")):
+            if os.path.basename(old) != name:
+                os.remove(old)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `seconds` (wall time of the epoch) and `lr` to the epoch logs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        self.seconds.append(elapsed)
+        if logs is not None:
+            logs["seconds"] = elapsed
+            logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def read_history(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """history.csv, one row per completed epoch, `epoch` first (1-based).
+
+    On resume from epoch N it first drops rows after N (epochs that finished after the last
+    checkpoint and will be trained again), so every epoch appears exactly once.
+    """
+
+    def __init__(self, path: str, initial_epoch: int = 0):
+        super().__init__()
+        self.path = path
+        self.rows = [r for r in read_history(path) if r["epoch"] <= initial_epoch]
+        self._write()
+
+    def _write(self):
+        keys = ["epoch"] + sorted({k for r in self.rows for k in r} - {"epoch"})
+        lines = [",".join(keys)] + [",".join(_fmt(r.get(k, "")) for k in keys) for r in self.rows]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1}
+        row.update({k: float(v) for k, v in (logs or {}).items()})
+        self.rows.append(row)
+        self._write()
+
+
+def _fmt(value) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+class BestModel(keras.callbacks.Callback):
+    """Saves best.keras (atomically) whenever `monitor` beats every earlier epoch's value."""
+
+    def __init__(self, path: str, monitor: str = "val_accuracy", best: float = float("-inf")):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best = float(value)
+            atomic_save_model(self.model, self.path)
+
+
+def plot_curves(history: list[dict], path: str) -> None:
+    """curves.png: loss and accuracy per epoch, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            values = [r.get(prefix + metric) for r in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
