@@ -1,0 +1,56 @@
+"""The same kres model, with the same weights, gives the same outputs on JAX as on TensorFlow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+import kres
+
+HELPER = os.path.join(os.path.dirname(__file__), "helpers", "jax_forward.py")
+# A representative sample: every block type, stem and shortcut kind, SE, groups, custom layers.
+CASES = [
+    ("resnet20", {"drop_path_rate": 0.2, "shortcut_scale": "1/L"}),
+    ("plain20", {}),
+    ("preact_resnet164", {}),
+    ("wrn16_4", {"dropout": 0.3}),
+    ("resnet18d", {"input_shape": (64, 64, 3)}),
+    ("seresnext50_32x4d", {"input_shape": (64, 64, 3)}),
+    ("resnetv2_50", {"input_shape": (64, 64, 3)}),
+    ("keras_resnet50", {"input_shape": (64, 64, 3), "include_preprocessing": True}),
+    ("keras_resnet50v2", {"input_shape": (64, 64, 3)}),
+]
+
+
+@pytest.mark.slow
+def test_jax_outputs_match_tensorflow(tmp_path):
+    rng = np.random.default_rng(0)
+    cases, expected = [], {}
+    for i, (name, kwargs) in enumerate(CASES):
+        model = kres.build(name, **kwargs)
+        for layer in model.layers:  # non-trivial BN statistics
+            if isinstance(layer, keras.layers.BatchNormalization):
+                g, b, m, v = layer.get_weights()
+                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, .1, b.shape),
+                                   rng.normal(0, .1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+        x = rng.uniform(0, 1, (2, *model.input_shape[1:])).astype("float32")
+        model.save_weights(tmp_path / f"{i}.weights.h5")
+        np.save(tmp_path / f"{i}.x.npy", x)
+        expected[str(i)] = keras.ops.convert_to_numpy(model(x, training=False))
+        json_kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+        cases.append({"id": str(i), "name": name, "kwargs": json_kwargs,
+                      "weights": f"{i}.weights.h5", "inputs": f"{i}.x.npy"})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, HELPER, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for case in cases:
+        got = np.load(tmp_path / f"{case['id']}.jax.npy")
+        ref = expected[case["id"]]
+        scale = max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(got, ref, atol=1e-4 * scale, rtol=0, err_msg=case["name"])
