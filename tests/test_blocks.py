@@ -63,11 +63,22 @@ def test_default_units_use_a_plain_add():
 
 
 def test_zero_init_last_zeroes_the_last_gamma_of_every_branch():
-    model = kres.build("resnet50", zero_init_last=True)
+    model = kres.build("resnet50")  # on by default, as in timm
     last = [l for l in model.layers if l.name.endswith("_3_bn")]
     assert len(last) == 16
     assert all(not np.any(l.gamma.numpy()) for l in last)
     assert np.all(model.get_layer("conv2_block1_2_bn").gamma.numpy() == 1)
+    off = kres.build("resnet50", zero_init_last=False)
+    assert np.all(off.get_layer("conv2_block1_3_bn").gamma.numpy() == 1)
+
+
+def test_zero_init_last_makes_every_unit_start_as_the_identity():
+    model = kres.build("preact_resnet110")
+    x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
+    probe = keras.Model(model.input, [model.get_layer("conv2_block1_preact_bn").input,
+                                      model.get_layer("conv2_block18_out").output])
+    first, last = (keras.ops.convert_to_numpy(t) for t in probe(x))
+    np.testing.assert_array_equal(first, last)
 
 
 def test_option_a_shortcut_has_no_parameters():

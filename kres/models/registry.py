@@ -13,7 +13,7 @@ IMAGENET = dict(family="imagenet", widths=(64, 128, 256, 512), strides=(1, 2, 2,
 CIFAR = dict(family="cifar", widths=(16, 32, 64), strides=(1, 2, 2), stem="cifar", stem_width=16,
              input_shape=(32, 32, 3), num_classes=10, preprocessing="cifar")
 KERAS = dict(IMAGENET, bn_epsilon=1.001e-5, bn_momentum=0.99, conv_bias=True,
-             preprocessing="caffe")
+             preprocessing="caffe", zero_init_last=False)
 
 DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
           152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}

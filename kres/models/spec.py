@@ -55,7 +55,10 @@ class ResNetSpec:
     drop_path_rate: float = 0.0  # stochastic depth of the last unit, linear from 0
     shortcut_scale: object = 1.0  # "a" in y = a*x + h*F(x); a number or "1/L"
     step_size: float = 1.0  # "h" in y = a*x + h*F(x)
-    zero_init_last: bool = False  # zero the last BN gamma (or conv) of each residual branch
+    # Zero the last BN gamma (pre-activation: the last conv) of each residual branch, so every
+    # unit starts as the identity (timm's default; Goyal et al. 2017). Without it, an untrained
+    # ResNet-1202 overflows to NaN at inference.
+    zero_init_last: bool = True
     sync_bn: bool = False  # BatchNormalization(synchronized=True) across replicas
     conv_bias: bool = False
     bn_epsilon: float = 1e-5
