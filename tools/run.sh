@@ -6,20 +6,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
-STAMP="$VENV/.kres-install-stamp"
+cmd="${1:-demo}"; shift || true
+case "$cmd" in
+    demo) extra="" ;;
+    test) extra="[test]" ;;
+    *) echo "usage: bash tools/run.sh {demo|test} [args]" >&2; exit 2 ;;
+esac
+
+stamp="$VENV/.kres-installed-$cmd"
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-    echo "== installing kres and its dependencies into $VENV"
-    python3 -m venv "$VENV"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing kres${extra} and its dependencies into $VENV (once)"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test]"
-    echo "$want" > "$STAMP"
+    "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".${extra}"
+    echo "$want" > "$stamp"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-cmd="${1:-demo}"; shift || true
 case "$cmd" in
     demo) exec "$VENV/bin/python" tools/demo.py "$@" ;;
     test) exec "$VENV/bin/python" -m pytest -n 2 --dist loadgroup "$@" ;;
-    *) echo "usage: bash tools/run.sh {demo|test} [args]" >&2; exit 2 ;;
 esac
