@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 
 from kres.analysis import model_info
 from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
+from kres.weights import list_pretrained, pretrained_info
 
-__all__ = ["build", "list_models", "model_info", "preprocessing", "KresError", "ResNetSpec",
-           "__version__"]
+__all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
+           "pretrained_info", "KresError", "ResNetSpec", "__version__"]

@@ -24,8 +24,8 @@ class Unit:
     drop_path: float = 0.0
 
 
-def make_divisible(v, divisor=8, round_limit=0.9):
-    """timm's channel rounding for squeeze-excitation widths."""
+def make_divisible(v, divisor=8, round_limit=0.0):
+    """timm's channel rounding (its SEModule rounds with round_limit=0)."""
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < round_limit * v else new_v
 

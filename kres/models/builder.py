@@ -150,8 +150,11 @@ def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling
         num_classes: classifier outputs (default 1000 for ImageNet, 10 for CIFAR models).
         include_top: keep the global-pool + dense classifier.
         pooling: with ``include_top=False``: ``None`` (feature map), ``"avg"`` or ``"max"``.
-        weights: ``None`` (random init) or a path to a ``.keras`` / ``.weights.h5`` file of the
-            same architecture.
+        weights: ``None`` (random init); ``"imagenet"`` (the default checkpoint: Keras
+            Applications' for keras_* models, timm's on the Hugging Face Hub for the others, see
+            :func:`kres.list_pretrained`); a tag such as ``"a1_in1k"``; or a path to a
+            ``.keras``, ``.weights.h5``, ``.h5`` or timm/torchvision ``.safetensors`` file.
+            Another ``num_classes`` or channel count keeps everything else (transfer learning).
         features_only: return the stem and stage outputs (for detection and segmentation).
         out_indices: which of those outputs (0 = stem, 1.. = stages).
         classifier_activation: ``None`` (logits) or ``"softmax"``.
@@ -180,22 +183,17 @@ def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling
     if include_top and not features_only and None in spec.input_shape[:2]:
         raise KresError(f"input_shape {spec.input_shape} has a None spatial size; that needs "
                         "include_top=False or features_only=True")
-    model = build_from_spec(
-        spec, include_top=include_top, pooling=pooling, features_only=features_only,
-        out_indices=out_indices, classifier_activation=classifier_activation,
-        include_preprocessing=include_preprocessing)
-    model.kres_spec = spec
     if weights is not None:
         from kres import weights as weights_lib
 
         mode = weights_lib.preprocessing_mode(spec.name, weights)
         if mode is not None and mode != spec.preprocessing:  # the tag's own input statistics
             spec = spec.replace(preprocessing=mode)
-            if include_preprocessing:
-                model = build_from_spec(
-                    spec, include_top=include_top, pooling=pooling, features_only=features_only,
-                    out_indices=out_indices, classifier_activation=classifier_activation,
-                    include_preprocessing=include_preprocessing)
-            model.kres_spec = spec
+    model = build_from_spec(
+        spec, include_top=include_top, pooling=pooling, features_only=features_only,
+        out_indices=out_indices, classifier_activation=classifier_activation,
+        include_preprocessing=include_preprocessing)
+    model.kres_spec = spec
+    if weights is not None:
         weights_lib.load_into(model, weights, spec=spec)
     return model

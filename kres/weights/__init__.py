@@ -13,7 +13,7 @@ from kres.models.spec import KresError
 from kres.weights.convert import adapt_input_conv
 from kres.weights.fetch import expected_hash, file_hash
 from kres.weights.loading import load_into, load_state_dict, pretrained_for, read_safetensors
-from kres.weights.table import MODES, TABLE, Pretrained
+from kres.weights.table import TABLE, Pretrained
 
 __all__ = ["list_pretrained", "pretrained_info", "preprocessing_mode", "load_into",
            "load_state_dict", "read_safetensors", "expected_hash", "file_hash",

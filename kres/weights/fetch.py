@@ -69,7 +69,8 @@ def keras_cache_dir():
     """Where ``keras.utils.get_file`` caches downloads: $KERAS_HOME (default ~/.keras), or
     /tmp/.keras when that is not writable (the same rule as Keras)."""
     base = os.path.expanduser(os.environ.get("KERAS_HOME") or os.path.join("~", ".keras"))
-    os.makedirs(base, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.makedirs(base, exist_ok=True)
     if not os.access(base, os.W_OK):
         base = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return base
@@ -85,11 +86,11 @@ def keras_file(entry, include_top=True):
     cache_dir = keras_cache_dir()
     target = os.path.join(cache_dir, "models", name)
     what = f"Keras Applications weights for {entry.model}"
-    if os.path.exists(target):  # checked here so that a bad file is reported, not re-fetched
-        return verify(target, expected, what)
+    if os.path.exists(target):  # checked first: get_file would silently try to re-download
+        verify(target, expected, what)
     url = KERAS_BASE_URL + name
-    try:
-        path = keras.utils.get_file(name, url, cache_subdir="models", file_hash=expected,
+    try:  # returns the cached file (checking its hash again) or downloads and checks it
+        return keras.utils.get_file(name, url, cache_subdir="models", file_hash=expected,
                                     cache_dir=cache_dir)
     except ValueError as e:  # get_file's own hash check after a download
         discard(target)
@@ -98,7 +99,6 @@ def keras_file(entry, include_top=True):
     except Exception as e:  # noqa: BLE001 - no network, HTTP errors, ...
         raise KresError(f"{what}: could not download {url} ({e}). Without network access, put "
                         f"the file at {target!r}.") from None
-    return verify(path, expected, what)
 
 
 def hub_file(entry):

@@ -110,7 +110,7 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
     print for a key. The classifier is skipped when its shape differs (another num_classes), the
     stem convolution adapted when the input has other than 3 channels; both are announced.
     """
-    plan, used = [], set()
+    plan, used, notes = [], set(), []
     layers = [layer for layer in model.layers if layer.weights]
     has_top = any(layer.name == convert.CLASSIFIER for layer in layers)
     for layer in layers:
@@ -125,15 +125,14 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
             if (layer.name in convert.STEM_CONVS and value.ndim == 4 and value.shape[2] == 3
                     and value.shape[:2] + value.shape[3:] == want[:2] + want[3:]):
                 layer_plan.append((var, convert.adapt_input_conv(value, want[2])))
-                say(model, f"adapted {layer.name!r} from 3 input channels to {want[2]} "
-                    f"({'summed over RGB' if want[2] == 1 else 'repeated and scaled by 3/' + str(want[2])})")
+                how = "summed over RGB" if want[2] == 1 else f"repeated, scaled by 3/{want[2]}"
+                notes.append(f"adapted {layer.name!r} from 3 input channels to {want[2]} ({how})")
                 continue
             if layer.name == convert.CLASSIFIER:
                 layer_plan = None
-                say(model, f"not loading the classifier {layer.name!r}: the checkpoint has "
-                    f"{value.shape[-1]} classes, "
-                    f"the model {want[-1]}; it keeps its random initialisation (everything else "
-                    f"is loaded)")
+                notes.append(f"not loading the classifier {layer.name!r}: the checkpoint has "
+                             f"{value.shape[-1]} classes, the model {want[-1]}; it keeps its "
+                             f"random initialisation (everything else is loaded)")
                 break
             raise KresError(
                 f"{origin} does not fit {model.name!r}: checkpoint parameter {key!r} has shape "
@@ -145,6 +144,8 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
         head = [k for k in unused if k.split(".")[0] in ("fc", "head") or k.startswith(
             convert.CLASSIFIER + "/")]
         unused = [k for k in unused if k not in head]
+        if head:
+            notes.append("the checkpoint's classifier is not used (the model has no top)")
     if unused:
         raise KresError(f"{origin} does not fit {model.name!r}: {len(unused)} checkpoint "
                         f"parameters have no place in the model, first {unused[0]!r} "
@@ -152,6 +153,8 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
     for var, value in plan:
         var.assign(np.asarray(value, dtype=var.dtype))
     model.kres_weights["assigned"] = len(plan)
+    for note in notes:
+        say(model, note)
     return model
 
 
@@ -173,7 +176,14 @@ def load_state_dict(model, spec, state, origin):
 
 
 def load_legacy_h5(model, path, origin=None):
+    """A Keras 2 style ``.h5`` file: matched by layer name, or, when the names differ but the
+    number of layers with weights is the same, by position (what ``model.load_weights`` does
+    with such files, and how keras.applications loads its own)."""
     groups = read_legacy_h5(path)
+    ours = [layer.name for layer in model.layers if layer.weights]
+    if not set(ours) <= set(groups) and len(ours) == len(groups):
+        groups = dict(zip(ours, groups.values()))  # dicts keep the file's layer order
+        model.kres_weights["matched"] = "by position"
     keys = {f"{layer}/{w}" for layer, ws in groups.items() for w in ws}
     return assign(model, lambda layer: _h5_arrays(layer, groups), keys, origin or repr(path))
 
@@ -228,9 +238,9 @@ def load_into(model, weights, spec=None):
     """Loads ``weights`` into ``model`` in place and returns it.
 
     ``weights``: a path to a ``.keras`` / ``.weights.h5`` file of the same architecture, a Keras
-    2 style ``.h5`` file (by layer name), a ``.safetensors`` file with timm/torchvision parameter
-    names, ``"imagenet"`` (the model's default pretrained tag) or a tag from
-    :func:`kres.list_pretrained` (``"a1_in1k"``, ``"resnet50.a1_in1k"``).
+    2 style ``.h5`` file (by layer name, else by position), a ``.safetensors`` file with
+    timm/torchvision parameter names, ``"imagenet"`` (the model's default pretrained tag) or a tag
+    from :func:`kres.list_pretrained` (``"a1_in1k"``, ``"resnet50.a1_in1k"``).
     What was loaded is recorded in ``model.kres_weights``.
     """
     spec = spec if spec is not None else getattr(model, "kres_spec", None)
