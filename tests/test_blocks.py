@@ -136,3 +136,15 @@ def test_preactivation_unit_leaves_the_identity_path_untouched():
     add = model.get_layer("conv2_block2_out")
     assert add.input[0] is model.get_layer("conv2_block1_out").output
     assert model.get_layer("post_bn") and model.get_layer("post_relu")
+
+
+def test_every_kernel_starts_with_its_own_random_values():
+    model = kres.build("resnet50")
+    kernels = [l.kernel.numpy() for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    seen = set()
+    for k in kernels:
+        if np.any(k):  # zero-initialised last convs of pre-activation units excepted
+            key = k.tobytes()
+            assert key not in seen
+            seen.add(key)
+    assert len(seen) == 53  # 1 stem + 16 * 3 unit + 4 shortcut convolutions

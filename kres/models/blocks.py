@@ -37,10 +37,15 @@ class Pieces:
         self.spec = spec
         n = spec.num_units
         self.alpha = 1.0 / n if spec.shortcut_scale == "1/L" else float(spec.shortcut_scale)
-        keras_layout = spec.block.startswith("keras")
-        # torchvision / timm: He-normal, fan-out; keras.applications keeps Keras' defaults.
-        self.kernel_init = "glorot_uniform" if keras_layout else keras.initializers.VarianceScaling(
-            2.0, "fan_out", "untruncated_normal")
+        self.keras_layout = spec.block.startswith("keras")
+
+    def kernel_init(self):
+        """torchvision / timm: He-normal, fan-out; keras.applications keeps Keras' default.
+        A new initializer per layer: Keras 3 gives every layer sharing one unseeded
+        initializer instance the same values."""
+        if self.keras_layout:
+            return "glorot_uniform"
+        return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
 
     def conv(self, x, filters, kernel, name, stride=1, groups=1, zero_init=False):
         """Convolution with PyTorch-style symmetric padding (explicit ZeroPadding2D when strided),
@@ -53,7 +58,7 @@ class Pieces:
         return layers.Conv2D(
             filters, kernel, strides=stride, padding=padding, groups=groups,
             use_bias=self.spec.conv_bias, name=name,
-            kernel_initializer="zeros" if zero_init else self.kernel_init,
+            kernel_initializer="zeros" if zero_init else self.kernel_init(),
         )(x)
 
     def norm(self, x, name, zero_init=False):
@@ -103,7 +108,7 @@ class Pieces:
                                              name=f"{name}_0_pool")(source)
             stride = 1
         y = layers.Conv2D(out_channels, 1, strides=stride, use_bias=self.spec.conv_bias,
-                          kernel_initializer=self.kernel_init, name=f"{name}_0_conv")(source)
+                          kernel_initializer=self.kernel_init(), name=f"{name}_0_conv")(source)
         return y if preact_input is not None else self.norm(y, f"{name}_0_bn")
 
     def merge(self, shortcut, branch, unit, post_act=True):
