@@ -56,22 +56,37 @@ def _quiet():
         logger.setLevel(level)
 
 
-def _serving_function(model):
-    """The model's inference as a tf.function with a named, batch-dynamic input."""
+def _serving_function(model, output_name=None):
+    """The model's inference as a tf.function with a named, batch-dynamic input (and a named
+    output: a dict ``{output_name: outputs}``, when ``output_name`` is given)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=model.inputs[0].name)
-    return tf.function(lambda images: model(images, training=False), input_signature=[spec],
-                       autograph=False)
+
+    def serve(images):
+        outputs = model(images, training=False)
+        return outputs if output_name is None else {output_name: outputs}
+
+    return tf.function(serve, input_signature=[spec], autograph=False)
 
 
 def to_saved_model(model, path):
-    """Write ``model`` as a TensorFlow SavedModel directory (signature ``serving_default``).
+    """Write ``model`` as a TensorFlow SavedModel directory: signature ``serving_default`` with
+    the Keras input's name (``images``) and the output layer's name (``predictions``).
 
     >>> kres.export.to_saved_model(model, "exports/tmp/saved_model")
     """
+    import tensorflow as tf
+
     path = os.fspath(path)
-    model.export(path, format="tf_saved_model", verbose=False)
+    serve = _serving_function(model, model.layers[-1].name)
+    module = tf.Module()
+    # Keras' model.export stores every variable twice (Keras' wrapper and the tf.Variable under
+    # it): 2.8 MB instead of 1.5 MB for resnet20. Track the tf.Variables once.
+    module.weights = [v.value for v in model.variables]
+    module.serve = serve
+    tf.saved_model.save(module, path,
+                        signatures={"serving_default": serve.get_concrete_function()})
     return path
 
 

@@ -54,12 +54,14 @@ class Runner:
     def __init__(self, path, threads):
         self.path, self.threads = os.fspath(path), threads
 
-    def predict(self, images):
+    def predict(self, images, batch_size=64):
+        """Outputs (float32) for a batch of float32 raw images (N, H, W, C)."""
         images = np.asarray(images, np.float32)
         if images.ndim != 4:
             raise ExportError(f"predict expects a batch of images (N, H, W, C); got shape "
                               f"{images.shape}")
-        return np.asarray(self._predict(images), np.float32)
+        return np.concatenate([np.asarray(self._predict(images[i:i + batch_size]), np.float32)
+                               for i in range(0, len(images), batch_size)])
 
     def latency_ms(self, image, repeats=50, warmup=5):
         """Median wall time of ``predict`` on one image, in milliseconds."""
@@ -197,9 +199,7 @@ class KerasRunner(Runner):
         self.outputs = [_tensor(self.model.layers[-1].name, y.shape, y.dtype)]
 
     def _predict(self, images):
-        if len(images) <= 8:  # model.predict costs ~50 ms of setup per call
-            return self.model(images, training=False)
-        return self.model.predict(images, batch_size=64, verbose=0)
+        return self.model(images, training=False)
 
 
 def load(path, *, threads=2, verify=True):
