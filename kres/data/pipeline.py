@@ -71,6 +71,7 @@ def load(
     flip: bool | None = None,
     shard: tuple[int, int] | None = None,
     drop_remainder: bool | None = None,
+    start_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """A batched `tf.data.Dataset` of `(images, labels)` for one split.
 
@@ -86,6 +87,12 @@ def load(
         flip: horizontal-flip augmentation; default: the dataset's `info.flip` (off for digits).
         shard: `(num_shards, index)`: read only this shard (one per host in multi-host training).
         drop_remainder: override the default (True when training).
+        start_epoch: with `training`, return an endless stream of epochs `start_epoch`,
+            `start_epoch + 1`, ... instead of one pass. Each epoch's order and augmentation
+            depend only on `(seed, epoch)`, not on how often the dataset was iterated, so a
+            resumed run (or a distribution engine that peeks at the data first) sees exactly
+            the batches an uninterrupted single-device run sees. Every epoch is
+            `examples // batch_size` batches; pass that as `steps_per_epoch` to `fit`.
 
     >>> ds = kres.data.load("digits", "train", batch_size=64, training=True)
     >>> ds.element_spec[0].shape
@@ -101,14 +108,30 @@ def load(
     size = image_size or meta.image_shape[0]
     flip = meta.flip if flip is None else flip
 
+    if training and start_epoch is not None and hasattr(source, "table"):
+        columns, decode = source.table(split, limit=limit, seed=seed)
+        if shard is not None:
+            columns = tuple(c[shard[1] :: shard[0]] for c in columns)
+        return _epoch_stream(columns, decode, batch_size, seed, start_epoch, size, flip)
+
     ds = source.examples(split, limit=limit, seed=seed)
     if shard is not None:
         ds = ds.shard(*shard)
     num = limit or meta.splits.get(split)
     if num is not None and num * _bytes_per_image(meta) <= CACHE_MAX_BYTES:
         ds = ds.cache()
+    buffer = min(num or 10_000, 10_000)
+    if training and start_epoch is not None:
+        # A streamed (tfds) split has no random access: an endless stream whose order is seeded
+        # but, after a resume, restarts rather than continuing exactly.
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate().map(
+            lambda i, ex: _augment(*ex, seed=tf.stack([i, tf.cast(seed, tf.int64)]), size=size,
+                                   flip=flip),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     if training:
-        ds = ds.shuffle(min(num or 10_000, 10_000), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
         # One fresh random integer per example and epoch: the per-element stateless seed.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, randoms))
@@ -121,6 +144,28 @@ def load(
         ds = ds.map(lambda x, y: (_evaluation_view(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
     drop = training if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_stream(columns, decode, batch_size, seed, start_epoch, size, flip):
+    """Endless epochs, each a stateless function of (seed, epoch): a permutation of the rows,
+    then per-example augmentation seeded by (epoch seed, position)."""
+    columns = tuple(tf.constant(c) for c in columns)
+    n = int(columns[0].shape[0])
+
+    def epoch(e):
+        epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([epoch_seed, tf.constant(0, tf.int64)]))
+
+        def example(i, row):
+            image, label = decode(*(tf.gather(c, row) for c in columns))
+            return _augment(image, label, seed=tf.stack([epoch_seed, i]), size=size, flip=flip)
+
+        ds = tf.data.Dataset.from_tensor_slices(order).enumerate()
+        ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True)
+
+    return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def _bytes_per_image(meta: DatasetInfo) -> int:

@@ -43,6 +43,11 @@ class DatasetInfo:
     flip: bool = True  # whether a horizontal flip is a label-preserving augmentation
 
 
+def _table_examples(columns, decode) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
     """Indices of the examples to read: all in split order, or `limit` of them chosen with `seed`."""
     if limit is None or limit >= n:
@@ -98,10 +103,14 @@ class DigitsSource:
         idx = self._splits[split]
         return self._images[idx], self._labels[idx]
 
-    def examples(self, split: str, limit: int | None = None, seed: int = 0) -> tf.data.Dataset:
+    def table(self, split: str, limit: int | None = None, seed: int = 0):
+        """Random-access form of a split: (columns, decode), one row per example."""
         images, labels = self.numpy(split)
         idx = _subset(len(labels), limit, seed)
-        return tf.data.Dataset.from_tensor_slices((images[idx], labels[idx].astype(np.int32)))
+        return (images[idx], labels[idx].astype(np.int32)), lambda x, y: (x, y)
+
+    def examples(self, split: str, limit: int | None = None, seed: int = 0) -> tf.data.Dataset:
+        return _table_examples(*self.table(split, limit, seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,18 +293,20 @@ class FolderSource:
         order = np.random.RandomState(_FOLDER_ORDER_SEED).permutation(len(files))
         return [files[i] for i in order], np.asarray(labels, np.int32)[order]
 
-    def examples(self, split: str, limit: int | None = None, seed: int = 0) -> tf.data.Dataset:
+    def table(self, split: str, limit: int | None = None, seed: int = 0):
+        """Random-access form of a split: (columns, decode), one row per example."""
         files, labels = self._files[split]
         idx = _subset(len(labels), limit, seed)
-        files, labels = [files[i] for i in idx], labels[idx]
         channels = self._channels
 
         def decode(path, label):
             image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
             return image, label
 
-        ds = tf.data.Dataset.from_tensor_slices((files, labels))
-        return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return (np.asarray(files)[idx], labels[idx]), decode
+
+    def examples(self, split: str, limit: int | None = None, seed: int = 0) -> tf.data.Dataset:
+        return _table_examples(*self.table(split, limit, seed))
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,28 +55,46 @@ class Checkpoint(keras.callbacks.Callback):
     def _state_path(self) -> str:
         return os.path.join(self.directory, "state.json")
 
-    def restore(self, model: keras.Model) -> int:
-        """Load the last committed state into `model`; returns its epoch count (0 if none)."""
+    def _state(self) -> dict | None:
         if not os.path.exists(self._state_path):
-            return 0
+            return None
         with open(self._state_path) as f:
-            state = json.load(f)
+            return json.load(f)
+
+    def committed_epoch(self) -> int:
+        """How many epochs the last committed state holds (0 if none)."""
+        state = self._state()
+        return int(state["epoch"]) if state else 0
+
+    def restore(self, model: keras.Model, epoch: int | None = None) -> int:
+        """Load the last committed state (or the one of `epoch`, one of the last two kept) into
+        `model`; returns its epoch count (0 if there is none)."""
+        epoch = self.committed_epoch() if epoch is None else epoch
+        if epoch == 0:
+            return 0
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.directory, state["weights"]))
-        return int(state["epoch"])
+        model.load_weights(os.path.join(self.directory, _weights_name(epoch)))
+        return epoch
 
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
-        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        name = _weights_name(epoch + 1)
         tmp = os.path.join(self.directory, f"tmp-{name}")
         self.model.save_weights(tmp, overwrite=True)
         _fsync(tmp)
         os.replace(tmp, os.path.join(self.directory, name))
         atomic_write_text(self._state_path, json.dumps({"epoch": epoch + 1, "weights": name}))
+        # Keep the previous epoch too: the hosts of a multi-host run, killed at one moment, can
+        # be one commit apart and resume from the older one together.
+        keep = {name, _weights_name(epoch)}
         for old in glob.glob(os.path.join(self.directory, "*.weights.h5")):
-            if os.path.basename(old) != name:
+            if os.path.basename(old) not in keep:
                 os.remove(old)
+
+
+def _weights_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.weights.h5"
 
 
 class EpochTimer(keras.callbacks.Callback):

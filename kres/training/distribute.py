@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 
 import keras
@@ -138,6 +139,16 @@ def _tpu_hinted() -> bool:
                 or os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0"))
 
 
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices: tuple[str, ...]):
+    # One strategy per device set and process: a second MirroredStrategy over the same devices
+    # reuses collective instance keys and fails with "Shape mismatch in the collective instance"
+    # (e.g. the second train() call in a notebook).
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices=list(devices))
+
+
 def _choose_tensorflow(distribute: str) -> Plan:
     import tensorflow as tf
 
@@ -164,8 +175,8 @@ def _choose_tensorflow(distribute: str) -> Plan:
             f"{len(gpus)} GPU(s) visible, MirroredStrategy needs at least 2")
         platform = "gpu" if gpus else "cpu"
         return Plan("none", why, strategy=tf.distribute.get_strategy(), platform=platform)
-    devices = [d.name for d in (gpus if gpus else cpus)]
-    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    devices = tuple(d.name for d in (gpus if gpus else cpus))
+    strategy = _mirrored(devices)
     kind = "GPU" if gpus else "logical CPU"
     return Plan("mirrored", f"{len(devices)} {kind} devices; tf.distribute.MirroredStrategy",
                 replicas=strategy.num_replicas_in_sync, strategy=strategy,

@@ -76,9 +76,15 @@ def _saved_config(run_dir: str, config: TrainConfig) -> TrainConfig:
         return config  # killed before anything was saved: this is a fresh start
     with open(path) as f:
         saved = TrainConfig(**json.load(f)["config"])
-    keep = {"resume": True, "verbose": config.verbose, "out": config.out}
-    ignored = [f"{k}={getattr(config, k)!r}" for k in ("epochs", "batch_size", "lr", "model", "data")
-               if getattr(config, k) is not None and getattr(config, k) != getattr(saved, k)]
+    # How to reach the other hosts and how to print may change between attempts; the recipe not.
+    keep = {name: getattr(config, name) for name in
+            ("out", "verbose", "coordinator_address", "num_processes", "process_id", "multi_host")}
+    keep["resume"] = True
+    defaults = TrainConfig()
+    ignored = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(TrainConfig)
+               if f.name not in keep
+               and getattr(config, f.name) != getattr(defaults, f.name)
+               and getattr(config, f.name) != getattr(saved, f.name)]
     if ignored:
         print(f"kres: resuming {run_dir} with its saved config; ignoring {', '.join(ignored)}")
     return dataclasses.replace(saved, **keep)
@@ -92,9 +98,8 @@ def train(config: TrainConfig) -> TrainResult:
     pixels in [0, 255] (built with `include_preprocessing=True`) and output logits.
 
     >>> result = kres.training.train(TrainConfig(model="resnet20", data="digits"))
-    >>> result.metrics["test_accuracy"]   # about 0.98 after the default 30 epochs
+    >>> result.metrics["test_accuracy"]   # 0.996 after the default 30 epochs (seed 0)
     """
-    import kres
     import kres.data
 
     if not isinstance(config, TrainConfig):
@@ -114,7 +119,7 @@ def train(config: TrainConfig) -> TrainResult:
     precision = _mixed_precision(config.mixed_precision, plan)
     recipe["mixed_precision_used"] = precision
     sync_bn = recipe["sync_bn"]
-    if sync_bn is None:
+    if sync_bn is None:  # per-replica statistics would differ from one-device training
         sync_bn = plan.strategy is not None and plan.replicas > 1
     recipe["sync_bn_used"] = bool(sync_bn)
 
@@ -127,39 +132,26 @@ def train(config: TrainConfig) -> TrainResult:
     size = recipe["image_size"] or meta.image_shape[0]
     recipe["image_size_used"] = size
     per_host_batch = recipe["batch_size"] // num_processes
-    common = dict(image_size=size, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
-    train_ds = kres.data.load(config.data, "train", batch_size=per_host_batch, training=True,
-                              shard=(num_processes, process_id) if num_processes > 1 else None,
-                              **common)
-    # Evaluation: every host reads the whole split (duplicates do not change accuracy).
-    val_ds = kres.data.load(config.data, "validation", batch_size=per_host_batch, **common)
-    test_ds = kres.data.load(config.data, "test", batch_size=per_host_batch, **common)
-    one_hot = _one_hot(meta.num_classes)
-    train_ds, val_ds, test_ds = (d.map(one_hot) for d in (train_ds, val_ds, test_ds))
-    steps = config.steps_per_epoch or int(train_ds.cardinality())
-    if steps <= 0:
-        raise kres.data.DataError(
-            f"{config.data} has fewer training examples than one batch of {per_host_batch}; "
-            "use a smaller batch_size."
-        )
-    if config.steps_per_epoch:
-        train_ds = train_ds.repeat()
+    batches_per_epoch = _batches_per_epoch(config, meta, per_host_batch, num_processes)
+    steps = config.steps_per_epoch or batches_per_epoch
     recipe["steps_per_epoch_used"] = steps
+
+    checkpoint = cb.Checkpoint(os.path.join(run_dir, "backup"))
+    initial_epoch = checkpoint.committed_epoch() if config.resume else 0
+    if num_processes > 1 and config.resume:
+        initial_epoch = _agree_on_epoch(initial_epoch)
+    train_ds, val_ds, test_ds = _datasets(config, meta, size, per_host_batch, plan,
+                                          first_batch=initial_epoch * steps,
+                                          batches_per_epoch=batches_per_epoch)
 
     if config.resume:
         print(f"kres: resuming from {run_dir}")
     recipe.update(backend=keras.backend.backend(), keras=keras.__version__,
                   python=platform.python_version(), distribution=plan.describe(),
                   num_processes=num_processes)
-    if plan.chief or num_processes > 1:
-        cb.atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(
-            {"config": dataclasses.asdict(config), "resolved": recipe}, indent=2, default=str))
+    cb.atomic_write_text(os.path.join(run_dir, "config.json"), json.dumps(
+        {"config": dataclasses.asdict(config), "resolved": recipe}, indent=2, default=str))
 
-    overrides = {}
-    if recipe["drop_path_rate"] is not None:
-        overrides["drop_path_rate"] = recipe["drop_path_rate"]
-    if sync_bn:
-        overrides["sync_bn"] = True
     previous_policy = keras.config.dtype_policy()
     previous_distribution = keras.distribution.distribution()
     keras.utils.set_random_seed(config.seed)
@@ -168,18 +160,11 @@ def train(config: TrainConfig) -> TrainResult:
             keras.config.set_dtype_policy(f"mixed_{precision}")
         if plan.distribution is not None:
             keras.distribution.set_distribution(plan.distribution)
-        with plan.scope():
-            model = kres.build(config.model, input_shape=(size, size, meta.image_shape[2]),
-                               num_classes=meta.num_classes, include_preprocessing=True,
-                               **overrides)
-            model.compile(
-                optimizer=make_optimizer(model, recipe, steps),
-                loss=keras.losses.CategoricalCrossentropy(
-                    from_logits=True, label_smoothing=recipe["label_smoothing"]),
-                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-            )
-            checkpoint = cb.Checkpoint(os.path.join(run_dir, "backup"))
-            initial_epoch = checkpoint.restore(model) if config.resume else 0
+        with plan.scope():  # model and optimizer variables belong to the strategy
+            model = _compiled_model(recipe, (size, size, meta.image_shape[2]), meta.num_classes,
+                                    steps)
+            if initial_epoch:
+                checkpoint.restore(model, initial_epoch)
         if initial_epoch:
             print(f"kres: restored epoch {initial_epoch} of {recipe['epochs']}")
         return _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, test_ds,
@@ -205,7 +190,7 @@ def _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, te
     ]
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=recipe["epochs"],
-              initial_epoch=initial_epoch, steps_per_epoch=steps if config.steps_per_epoch else None,
+              initial_epoch=initial_epoch, steps_per_epoch=steps,
               callbacks=callbacks, verbose=config.verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
 
@@ -233,6 +218,66 @@ def _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, te
     sys.stdout.flush()
     return TrainResult(model=model, metrics=metrics, history=history.rows, run_dir=run_dir,
                        config=recipe)
+
+
+def _compiled_model(recipe, input_shape, num_classes, steps_per_epoch) -> keras.Model:
+    import kres
+
+    overrides = {}
+    if recipe["drop_path_rate"] is not None:
+        overrides["drop_path_rate"] = recipe["drop_path_rate"]
+    if recipe["sync_bn_used"]:
+        overrides["sync_bn"] = True
+    model = kres.build(recipe["model"], input_shape=input_shape, num_classes=num_classes,
+                       include_preprocessing=True, **overrides)
+    model.compile(
+        optimizer=make_optimizer(model, recipe, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=recipe["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _batches_per_epoch(config, meta, per_host_batch, num_processes) -> int:
+    import kres.data
+
+    num_train = config.limit or meta.splits["train"]
+    if num_train is None:  # a tfds dataset that does not know its size before preparation
+        num_train = int(kres.data.load(config.data, "train", batch_size=1, image_size=8,
+                                       data_dir=config.data_dir).cardinality())
+    batches = (num_train // num_processes) // per_host_batch
+    if batches < 1:
+        raise kres.data.DataError(
+            f"{config.data} has {num_train} training examples, fewer than one batch of "
+            f"{per_host_batch} per host; use a smaller batch_size.")
+    return batches
+
+
+def _datasets(config, meta, size, per_host_batch, plan, *, first_batch, batches_per_epoch):
+    """Train, validation and test pipelines with one-hot labels. Training is an endless stream
+    that depends only on (seed, epoch) and starts at `first_batch`: a resumed run continues with
+    exactly the batches the interrupted one would have seen next. Each host trains on its own
+    shard; every host evaluates on the whole split (duplicates do not change accuracy)."""
+    import kres.data
+
+    common = dict(image_size=size, data_dir=config.data_dir, seed=config.seed, limit=config.limit)
+    shard = (plan.num_processes, plan.process_id) if plan.num_processes > 1 else None
+    train = kres.data.load(config.data, "train", batch_size=per_host_batch, training=True,
+                           shard=shard, start_epoch=first_batch // batches_per_epoch, **common)
+    train = train.skip(first_batch % batches_per_epoch)
+    val = kres.data.load(config.data, "validation", batch_size=per_host_batch, **common)
+    test = kres.data.load(config.data, "test", batch_size=per_host_batch, **common)
+    one_hot = _one_hot(meta.num_classes)
+    return tuple(d.map(one_hot) for d in (train, val, test))
+
+
+def _agree_on_epoch(epoch: int) -> int:
+    """The epoch every host of a multi-host run can resume from: the oldest committed one."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return int(np.min(multihost_utils.process_allgather(np.int32(epoch))))
 
 
 def _one_hot(num_classes: int):
