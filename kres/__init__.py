@@ -7,5 +7,23 @@ from kres.analysis import model_info
 from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
 from kres.weights import list_pretrained, pretrained_info
 
+_SUBMODULES = ("analysis", "data", "export", "models", "training", "weights")
+
+
+def __getattr__(name):
+    """``kres.data``, ``kres.training`` and ``kres.export`` load on first use, so that
+    ``import kres`` stays quick for people who only build models."""
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kres.{name}")
+    if name in ("fit", "TrainConfig"):
+        from kres import training
+
+        return {"fit": training.train, "TrainConfig": training.TrainConfig}[name]
+    raise AttributeError(f"module 'kres' has no attribute {name!r}")
+
+
 __all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
-           "pretrained_info", "KresError", "ResNetSpec", "__version__"]
+           "pretrained_info", "KresError", "ResNetSpec", "fit", "TrainConfig", "data", "training",
+           "export", "__version__"]
