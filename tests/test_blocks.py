@@ -72,8 +72,16 @@ def test_zero_init_last_zeroes_the_last_gamma_of_every_branch():
     assert np.all(off.get_layer("conv2_block1_3_bn").gamma.numpy() == 1)
 
 
+def test_zero_init_last_defaults_imagenet_on_cifar_off_but_for_the_deepest():
+    get = kres.models.get_spec
+    assert get("resnet50").zero_init_last and get("resnetv2_50").zero_init_last
+    assert not get("resnet20").zero_init_last and not get("wrn28_10").zero_init_last
+    assert not get("keras_resnet50").zero_init_last
+    assert get("resnet1202").zero_init_last and get("preact_resnet1001").zero_init_last
+
+
 def test_zero_init_last_makes_every_unit_start_as_the_identity():
-    model = kres.build("preact_resnet110")
+    model = kres.build("preact_resnet110", zero_init_last=True)
     x = np.random.default_rng(0).normal(size=(1, 32, 32, 3)).astype("float32")
     probe = keras.Model(model.input, [model.get_layer("conv2_block1_preact_bn").input,
                                       model.get_layer("conv2_block18_out").output])

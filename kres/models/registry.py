@@ -10,8 +10,11 @@ HU2018 = "Hu et al. 2018, Squeeze-and-Excitation Networks (arXiv:1709.01507)"
 TRICKS2019 = "He et al. 2019, Bag of Tricks for Image Classification (ResNet-D, arXiv:1812.01187)"
 
 IMAGENET = dict(family="imagenet", widths=(64, 128, 256, 512), strides=(1, 2, 2, 2))
+# The CIFAR papers' plain initialisation: zero-initialised branches cost resnet20 on digits
+# 98% -> 25% validation accuracy after 10 epochs. Only the 1000+-layer nets keep them, because
+# their untrained outputs overflow to NaN without.
 CIFAR = dict(family="cifar", widths=(16, 32, 64), strides=(1, 2, 2), stem="cifar", stem_width=16,
-             input_shape=(32, 32, 3), num_classes=10, preprocessing="cifar")
+             input_shape=(32, 32, 3), num_classes=10, preprocessing="cifar", zero_init_last=False)
 KERAS = dict(IMAGENET, bn_epsilon=1.001e-5, bn_momentum=0.99, conv_bias=True,
              preprocessing="caffe", zero_init_last=False)
 
@@ -71,7 +74,7 @@ for d in (50, 101, 152):
 for d in (20, 32, 44, 56, 110, 1202):
     n = (d - 2) // 6
     register(f"resnet{d}", CIFAR, architecture="CIFAR ResNet", reference=HE2015,
-             block="basic", depths=(n, n, n), shortcut="zeropad")
+             block="basic", depths=(n, n, n), shortcut="zeropad", zero_init_last=d > 1000)
     if d != 1202:
         register(f"plain{d}", CIFAR, architecture="CIFAR Plain (no shortcuts)", reference=HE2015,
                  block="basic", depths=(n, n, n), shortcut="none")
@@ -80,7 +83,8 @@ register("preact_resnet110", CIFAR, architecture="CIFAR PreAct ResNet", referenc
 for d in (164, 1001):
     n = (d - 2) // 9
     register(f"preact_resnet{d}", CIFAR, architecture="CIFAR PreAct ResNet", reference=HE2016,
-             block="preact_bottleneck", depths=(n, n, n), stem="cifar_preact")
+             block="preact_bottleneck", depths=(n, n, n), stem="cifar_preact",
+             zero_init_last=d > 1000)
 for d, k in ((16, 4), (16, 8), (28, 10), (40, 4)):
     n = (d - 4) // 6
     register(f"wrn{d}_{k}", CIFAR, architecture="CIFAR Wide ResNet", reference=WRN2016,
