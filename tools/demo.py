@@ -39,11 +39,12 @@ def main(argv=None):
     result = train(TrainConfig(model=args.model, data=args.data, out=args.out, epochs=args.epochs,
                                resume=True))
     m = result.metrics
-    print(f"== trained: test accuracy {m['test_accuracy']:.2%} (validation "
-          f"{m['val_accuracy']:.2%}) after {m['epochs_completed']} epochs, "
-          f"{m['images_per_second']:.0f} images/s")
+    print(f"== trained: final model test accuracy {m['test_accuracy']:.2%} (validation "
+          f"{m['val_accuracy']:.2%}) after {m['epochs_completed']} epochs"
+          + (f", {m['images_per_second']:.0f} images/s" if m["images_per_second"] else ""))
 
-    print(f"== exporting {args.out}/best.keras -> {args.exports}")
+    print(f"== exporting {args.out}/best.keras (the epoch with the best validation accuracy, "
+          f"{m['best_val_accuracy']:.2%}) -> {args.exports}")
     manifest = kexport.export(os.path.join(args.out, "best.keras"), args.exports, data=args.data)
     print(manifest.table())
     int8 = manifest.artifact("tflite", "int8")

@@ -144,8 +144,8 @@ def train(config: TrainConfig) -> TrainResult:
                                           first_batch=initial_epoch * steps,
                                           batches_per_epoch=batches_per_epoch)
 
-    if config.resume:
-        print(f"kres: resuming from {run_dir}")
+    if initial_epoch:
+        print(f"kres: resuming {run_dir} after epoch {initial_epoch}")
     recipe.update(backend=keras.backend.backend(), keras=keras.__version__,
                   python=platform.python_version(), distribution=plan.describe(),
                   num_processes=num_processes)
@@ -200,6 +200,11 @@ def _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, te
     # Throughput over this session's epochs, leaving out the first (tracing and compilation).
     timed = timer.seconds[1:] or timer.seconds
     images = len(timed) * steps * recipe["batch_size"]
+    throughput = images / sum(timed) if timed and sum(timed) > 0 else None
+    metrics_path = os.path.join(run_dir, "metrics.json")
+    if throughput is None and os.path.exists(metrics_path):  # nothing trained: keep the measured
+        with open(metrics_path) as f:
+            throughput = json.load(f).get("images_per_second")
     metrics = {
         "val_accuracy": float(val["accuracy"]),
         "val_loss": float(val["loss"]),
@@ -207,10 +212,10 @@ def _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, te
         "test_loss": float(test["loss"]),
         "best_val_accuracy": max([r.get("val_accuracy", 0.0) for r in history.rows] or [0.0]),
         "epochs_completed": len(history.rows),
-        "images_per_second": images / sum(timed) if timed and sum(timed) > 0 else None,
+        "images_per_second": throughput,
         "train_seconds_this_session": train_seconds,
     }
-    cb.atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    cb.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
     cb.plot_curves(history.rows, os.path.join(run_dir, "curves.png"))
     print(f"kres: test accuracy {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['val_accuracy']:.4f}) after {metrics['epochs_completed']} epochs; "
