@@ -59,6 +59,7 @@ def main(argv=None):
         os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    from kres import KresError
     from kres.data import DataError
     from kres.training import ConfigError, TrainConfig, train
 
@@ -75,7 +76,7 @@ def main(argv=None):
     )
     try:
         result = train(config)
-    except (ConfigError, DataError) as e:
+    except (KresError, ConfigError, DataError) as e:  # a user's mistake: no traceback
         sys.exit(f"tools/train.py: {e}")
     print(f"test_accuracy={result.metrics['test_accuracy']:.4f}")
     return result

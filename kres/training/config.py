@@ -94,6 +94,9 @@ class TrainConfig:
             bad("distribute", ", ".join(DISTRIBUTE))
         if self.image_size is not None and self.image_size < 8:
             bad("image_size", "at least 8 pixels")
+        from kres.models import get_spec
+
+        get_spec(self.model)  # an unknown name raises KresError with the closest names
 
 
 def family_of(model: str) -> str:
