@@ -2,20 +2,22 @@ import functools
 import os
 import sys
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # tools/ and tests/helpers import kres from this checkout
 
-import kres  # noqa: E402
+# kres (and so TensorFlow) is imported by the test modules, not here: the xdist controller
+# process loads this file too and has no use for TensorFlow.
 
 
 @functools.lru_cache(maxsize=None)
 def model_info(name):
     """kres.model_info, built once per test session."""
+    import kres
+
     return kres.model_info(name)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
