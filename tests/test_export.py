@@ -1,7 +1,10 @@
-"""Issue 5: quantised, verified TFLite / ONNX / SavedModel artifacts with a manifest.
+"""kres.export: verified SavedModel, TFLite and ONNX artifacts, int8 settings searched until they
+agree with Keras, metadata that phone apps read, and the main job that produces them.
 
-One resnet20 is trained on digits (~45 s) and exported once in every format; most tests read that
-export. Under xdist both workers share them: the first builds them under a file lock.
+The shared fixture is the README's main command itself (``bash tools/run.sh demo``), run once as
+a subprocess in a fresh directory: resnet20 trained on digits with the project's default recipe,
+and its export. Most tests read that run and that export. Under xdist the first worker to need
+it runs it under a file lock; the other waits.
 """
 
 import json
@@ -11,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -19,9 +23,20 @@ from filelock import FileLock
 import kres
 import kres.data
 import kres.export
-from kres.export import ExportError, IntegrityError
+from kres.errors import ExportError, IntegrityError, KresError
+from kres.export import Tolerances
+from kres.machine import cpu_info
+from kres.training import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTIFACTS = [("saved_model", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"),
+             ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+
+
+def env(**extra):
+    environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    environment.pop("KERAS_BACKEND", None)
+    return environment
 
 
 @pytest.fixture(scope="session")
@@ -32,41 +47,48 @@ def shared(tmp_path_factory, worker_id):
 
 
 def once(path, make):
-    """``path``, made by ``make(path)`` by whichever worker gets here first."""
+    """``path``, made by ``make(partial)`` by whichever worker gets here first."""
     with FileLock(f"{path}.lock"):
         if not path.exists():
-            make(path)
+            partial = path.with_name(path.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            make(partial)
+            partial.rename(path)
     return path
 
 
-def train_digits_run(run):
-    """A training run directory: resnet20 trained on digits (~95 % test accuracy) as best.keras,
-    with the config.json a kres training run writes beside it."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = kres.build("resnet20", input_shape=(32, 32, 1), num_classes=10,
-                       include_preprocessing=True)
-    x, y = kres.data.arrays("digits", "train")
-    epochs, steps = 7, -(-len(x) // 64)
-    # 5 epochs at 2e-3 then 2 at 2e-4: settled weights and BatchNorm statistics, so the
-    # model's margins (and int8 agreement) do not depend on where training stopped.
-    lr = keras.optimizers.schedules.PiecewiseConstantDecay([steps * (epochs - 2)], [2e-3, 2e-4])
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
-    partial = run.with_name(run.name + ".partial")
-    partial.mkdir()
-    model.save(partial / "best.keras")
-    (partial / "config.json").write_text(json.dumps(
-        {"config": {"model": "resnet20", "data": "digits", "image_size": None,
-                    "data_dir": None}, "resolved": {}}))
-    partial.rename(run)
+def run_main_job(directory):
+    """``bash tools/run.sh demo`` exactly as the README says, in an empty directory."""
+    done = subprocess.run(["bash", os.path.join(ROOT, "tools", "run.sh"), "demo"],
+                          cwd=directory, env=env(), capture_output=True, text=True, timeout=3000)
+    (directory / "stdout.txt").write_text(done.stdout)
+    (directory / "stderr.txt").write_text(done.stderr)
+    (directory / "returncode.txt").write_text(str(done.returncode))
 
 
 @pytest.fixture(scope="session")
-def digits_run(shared):
-    return once(shared / "digits-resnet20-run", train_digits_run)
+def main_job(shared):
+    directory = once(shared / "main-job", run_main_job)
+    return types.SimpleNamespace(
+        dir=directory, stdout=(directory / "stdout.txt").read_text(),
+        stderr=(directory / "stderr.txt").read_text(),
+        returncode=int((directory / "returncode.txt").read_text()))
+
+
+@pytest.fixture(scope="session")
+def digits_run(main_job):
+    """resnet20 trained on digits by the main job: the project's own recipe and defaults."""
+    run = main_job.dir / "runs" / "digits-resnet20"
+    assert (run / "best.keras").exists(), main_job.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="session")
+def manifest(main_job):
+    path = main_job.dir / "exports" / "digits-resnet20"
+    assert (path / "manifest.json").exists(), main_job.stderr[-3000:]
+    return kres.export.Manifest.read(path)
 
 
 @pytest.fixture(scope="session")
@@ -84,14 +106,6 @@ def keras_logits(digits_model, held_out):
     return digits_model.predict(held_out[0], verbose=0)
 
 
-@pytest.fixture(scope="session")
-def manifest(digits_run, shared):
-    """Every format and quantisation of the digits model; data comes from the run's config."""
-    out = once(shared / "digits-resnet20-export",
-               lambda out: kres.export.export(digits_run / "best.keras", out))
-    return kres.export.Manifest.read(out)
-
-
 def tree(path):
     """{relative path: bytes} of every file under ``path``: what 'left as it was' compares."""
     return {os.path.relpath(os.path.join(r, f), path): open(os.path.join(r, f), "rb").read()
@@ -99,9 +113,35 @@ def tree(path):
 
 
 def run_cli(*args, **kwargs):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, **kwargs)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export.py"),
+                           *map(str, args)], capture_output=True, text=True, env=env(), cwd=ROOT,
+                          **kwargs)
+
+
+# 0. The main job, as a new user runs it.
+
+def test_main_job_exits_0_and_prints_the_manifest_table(main_job, manifest):
+    assert main_job.returncode == 0, main_job.stderr[-3000:]
+    assert "artifact" in main_job.stdout and "top-1 agree" in main_job.stdout
+    for a in manifest.artifacts:
+        assert f"\n{a['path']} " in main_job.stdout
+    assert "== int8 TFLite model for the phone: " in main_job.stdout
+    assert main_job.stdout.rstrip().splitlines()[-1].startswith("== done in")
+
+
+def test_main_job_exports_every_artifact(manifest):
+    assert [(a["format"], a["quantization"]) for a in manifest.artifacts] == ARTIFACTS
+
+
+def test_main_job_log_has_a_line_per_epoch_and_no_progress_bar_codes(main_job):
+    # Output to a file: Keras' progress bars would fill it with escape codes and carriage returns.
+    assert "\x1b[" not in main_job.stdout and "\r" not in main_job.stdout
+    assert [line for line in main_job.stdout.splitlines() if line.startswith("Epoch ")] == [
+        f"Epoch {i}/30" for i in range(1, 31)]
+
+
+def test_main_job_model_reaches_97_percent_on_digits(manifest):
+    assert manifest.data["source"]["keras"]["accuracy"] >= 0.97
 
 
 # 1. fp32 artifacts match Keras; quantised ones load and run.
@@ -123,12 +163,12 @@ def test_quantised_artifact_runs_in_its_runtime(manifest, format, quantization, 
     assert np.isfinite(logits).all()
 
 
-# 2. int8 on the digits model: small and faithful.
+# 2. int8: small, faithful, and the setting that got there on record.
 
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
-def test_int8_file_is_at_most_27_percent_of_fp32(manifest, format):
+def test_int8_file_is_at_most_30_percent_of_fp32(manifest, format):
     size = {q: os.path.getsize(manifest.artifact(format, q)) for q in ("fp32", "int8")}
-    assert size["int8"] <= 0.27 * size["fp32"]
+    assert size["int8"] <= 0.30 * size["fp32"]
 
 
 @pytest.mark.parametrize("format", ["tflite", "onnx"])
@@ -138,9 +178,22 @@ def test_int8_agrees_with_keras_on_98_percent_of_test_images(manifest, format, h
     assert (logits.argmax(1) == keras_logits.argmax(1)).mean() >= 0.98
 
 
+@pytest.mark.parametrize("format", ["tflite", "onnx"])
+def test_int8_manifest_records_the_settings_tried_and_the_worst_layers(manifest, format):
+    record = next(a for a in manifest.artifacts
+                  if (a["format"], a["quantization"]) == (format, "int8"))["int8"]
+    tries = record["tries"]
+    assert tries[-1]["passed"] and not any(t["passed"] for t in tries[:-1])
+    assert record["kept"] == tries[-1]["setting"]
+    assert tries[0]["setting"] == "per-channel"  # the default for every model
+    assert len(record["worst_layers"]) == 5
+    errors = [w["relative_error"] for w in record["worst_layers"]]
+    assert errors == sorted(errors, reverse=True) and errors[-1] > 0
+    assert all(w["layer"].startswith("conv") for w in record["worst_layers"])  # Keras names
+
+
 def test_int8_accuracy_stays_within_a_point_of_keras(manifest):
     keras_accuracy = manifest.data["source"]["keras"]["accuracy"]
-    assert keras_accuracy >= 0.9
     for a in manifest.artifacts:
         assert a["accuracy"] >= keras_accuracy - 0.01, a["path"]
 
@@ -169,6 +222,8 @@ def test_onnx_int8_is_per_channel_qdq_with_uint8_activations_and_int8_weights(ma
                and initializers[n.input[0]].dtype == np.int8]
     assert len(weights) == 20  # resnet20's 19 convolutions and its classifier
     assert all(s.shape == (w.shape[0],) for w, s in weights if w.ndim == 4)  # per channel
+    # reduce_range: 7-bit weights, so that u8 x s8 products cannot saturate on CPUs without VNNI
+    assert all(np.abs(w).max() <= 64 for w, _ in weights if w.ndim == 4)
     activations = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert {initializers[n.input[2]].dtype for n in activations} == {np.dtype(np.uint8)}
 
@@ -205,17 +260,159 @@ def test_tflite_int8_with_uint8_io_takes_pixel_values(digits_model, tmp_path, he
     assert (logits.argmax(1) == keras_logits.argmax(1)).mean() >= 0.98
 
 
-# The manifest.
+# 3. The int8 search, when the first setting is not enough.
+
+@pytest.fixture(scope="session")
+def outlier_model(digits_model, held_out, keras_logits):
+    """The main job's model with one channel of conv2_block1_1's output made 10^4 times larger
+    (its BatchNorm scale and offset) and the next convolution's weights for that channel 10^4
+    times smaller: the same function, but one channel whose range crushes the tensor's other
+    15 channels to a step or two in int8 (the classic outlier-channel failure)."""
+    import keras
+
+    model = keras.models.clone_model(digits_model)
+    model.set_weights(digits_model.get_weights())
+    bn = model.get_layer("conv2_block1_1_bn")
+    gamma, beta, *stats = bn.get_weights()
+    gamma[0], beta[0] = gamma[0] * 1e4, beta[0] * 1e4
+    bn.set_weights([gamma, beta, *stats])
+    conv = model.get_layer("conv2_block1_2_conv")
+    kernel, *rest = conv.get_weights()
+    kernel[:, :, 0, :] /= 1e4
+    conv.set_weights([kernel, *rest])
+    assert np.abs(model.predict(held_out[0], verbose=0) - keras_logits).max() <= 1e-4
+    return model
+
+
+def test_search_moves_on_from_a_failing_setting_and_records_each_try(outlier_model, tmp_path):
+    manifest = kres.export.export(outlier_model, tmp_path / "out", data="digits",
+                                  formats="tflite,onnx", quantize="int8", latency_repeats=3)
+    for a in manifest.artifacts:
+        record = a["int8"]
+        tries = record["tries"]
+        assert tries[0]["setting"] == "per-channel" and tries[0]["top1_agreement"] < 0.5
+        assert not any(t["passed"] for t in tries[:-1])
+        assert [t["setting"] for t in tries[1:]] == [
+            "per-tensor" if a["format"] == "tflite" else "per-channel, percentile calibration",
+            "per-channel, 1 layer float"]
+        assert record["kept"] == "per-channel, 1 layer float" and tries[-1]["passed"]
+        assert a["top1_agreement"] == tries[-1]["top1_agreement"] >= 0.98
+        assert record["worst_layers"][0]["layer"].startswith("conv2_block1_1_conv+")
+        assert tries[-1]["float_layers"] == [record["worst_layers"][0]["layer"]]
+    # The kept TFLite file computes that layer and its reader in float: two float convolutions.
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(manifest.artifact("tflite", "int8"))
+    graph = model.subgraphs[0]
+    conv = [i for i, c in enumerate(model.operatorCodes)
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == 3]  # CONV_2D
+    weight_types = [graph.tensors[op.inputs[1]].type for op in graph.operators
+                    if op.opcodeIndex in conv]
+    assert sorted(weight_types).count(0) == 2 and len(weight_types) == 19  # 0: FLOAT32
+
+
+def test_when_no_setting_passes_the_error_names_the_best_and_the_worst_layers(digits_run,
+                                                                             tmp_path):
+    calibration, _ = kres.data.arrays("digits", "train", limit=100)
+    with pytest.raises(ExportError) as raised:
+        # The classic mistake: images scaled to [0, 1] for a model that takes [0, 255].
+        kres.export.export(digits_run / "best.keras", tmp_path / "out", formats="tflite",
+                           quantize="int8", calibration=calibration / 255.0)
+    message = str(raised.value)
+    assert "resnet20_int8.tflite: no int8 setting reached the agreement target" in message
+    assert message.count("%") >= 6 + 1 + 5  # six settings tried, the best, five layers
+    for setting in ("per-channel", "per-tensor", "per-channel, 1 layer float",
+                    "per-channel, 8 layers float"):
+        assert f"{setting} " in message
+    worst = message.split("Layers with the largest int8 error: ", 1)[1]
+    assert "; best per-channel at " in message and worst.count("%), ") == 4
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_default_recipe_exports_int8_for_other_seeds(tmp_path, seed):
+    # The default recipe, shortened to 8 epochs: where ONNX int8 without reduce_range agreed
+    # with Keras on only 94-97 % of test images on an AVX2 CPU.
+    result = train(TrainConfig(model="resnet20", data="digits", epochs=8, seed=seed,
+                               out=str(tmp_path / "run"), verbose=0))
+    manifest = kres.export.export(result.run_dir, tmp_path / "out", formats="tflite,onnx",
+                                  quantize="int8", latency_repeats=3)
+    for a in manifest.artifacts:
+        assert a["top1_agreement"] >= 0.98, (a["path"], a["int8"]["tries"])
+
+
+# 4. What phone apps read: metadata, and latency that says where it was measured.
+
+@pytest.mark.parametrize("quantization", ["fp32", "fp16", "dynamic", "int8"])
+def test_tflite_files_carry_labels_and_input_normalisation(manifest, quantization):
+    meta = kres.export.metadata.read(manifest.artifact("tflite", quantization))
+    assert meta["labels"] == [str(i) for i in range(10)]
+    assert meta["input"] == {"color_space": "GRAYSCALE", "range": [0.0, 255.0],
+                             "normalization": {"mean": [0.0], "std": [1.0]}}
+    assert meta["name"] == "resnet20" and meta["min_parser_version"] == "1.0.0"
+
+
+def test_mediapipe_image_classifier_reads_labels_and_normalisation(tmp_path):
+    import keras
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core import base_options
+
+    keras.utils.set_random_seed(0)
+    model = kres.build("resnet20", num_classes=3, include_preprocessing=True)
+    labels = ("cat", "dog", "bird")
+    info = kres.export.metadata.ImageClassifierInfo(name="pets", description="test",
+                                                    labels=labels, channels=3)
+    path = kres.export.to_tflite(model, tmp_path / "pets.tflite", metadata=info)
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    options = vision.ImageClassifierOptions(
+        base_options=base_options.BaseOptions(model_asset_path=str(path)), max_results=3)
+    classifier = vision.ImageClassifier.create_from_options(options)
+    try:
+        result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=image))
+    finally:
+        classifier.close()
+    categories = sorted(result.classifications[0].categories, key=lambda c: c.index)
+    assert [c.category_name for c in categories] == list(labels)
+    # MediaPipe normalised the pixels as the metadata says (mean 0, std 1: raw pixels in).
+    logits = model(image[None].astype(np.float32)).numpy()[0]
+    assert np.abs(np.array([c.score for c in categories]) - logits).max() <= 1e-4
+
+
+def test_every_latency_names_the_cpu_runtime_delegate_and_threads(manifest):
+    cpu = cpu_info()
+    assert manifest.data["machine"] == cpu
+    for a in manifest.artifacts:
+        latency = a["latency"]
+        assert latency["cpu"] == cpu["model"] and latency["cpu_flags"] == cpu["flags"]
+        assert latency["median_ms"] > 0 and latency["p90_ms"] >= latency["median_ms"]
+        assert latency["repeats"] == 30
+    by_format = {a["format"]: a["latency"] for a in manifest.artifacts}
+    assert by_format["tflite"]["runtime"].startswith("ai-edge-litert ")
+    assert by_format["tflite"]["delegate"].startswith("XNNPACK")
+    assert by_format["onnx"]["runtime"].startswith("onnxruntime ")
+    assert by_format["onnx"]["delegate"] == "CPUExecutionProvider"
+    assert by_format["tflite"]["threads"] == by_format["onnx"]["threads"] == 2
+
+
+def test_table_shows_int8_speedup_over_fp32_of_the_same_format(manifest):
+    table = manifest.table()
+    for a in manifest.artifacts:
+        line = next(line for line in table.splitlines() if line.startswith(a["path"] + " "))
+        assert f"{a['accuracy']:.2%}" in line and f"{a['latency']['median_ms']:.2f} ms" in line
+        if a["format"] != "saved_model":
+            assert line.endswith(f"{manifest.speedup(a):.2f}x")
+    assert "not a phone's" in table and " ".join(cpu_info()["flags"]) in table
+
+
+# 5. The manifest.
 
 def test_manifest_describes_every_artifact_by_its_bytes(manifest):
     directory = os.path.dirname(manifest.path)
-    assert sorted((a["format"], a["quantization"]) for a in manifest.artifacts) == [
-        ("onnx", "fp32"), ("onnx", "int8"), ("saved_model", "fp32"), ("tflite", "dynamic"),
-        ("tflite", "fp16"), ("tflite", "fp32"), ("tflite", "int8")]
     for a in manifest.artifacts:
         path = os.path.join(directory, a["path"])
         assert a["sha256"] == kres.export.sha256_of(path)
-        assert a["latency_ms"] > 0 and a["threads"] == 2
         assert a["inputs"][0]["shape"] == [None, 32, 32, 1]
         assert a["outputs"][0]["shape"] == [None, 10]
     assert sorted(os.listdir(directory)) == sorted(
@@ -230,42 +427,27 @@ def test_manifest_records_source_preprocessing_labels_and_converters(manifest):
     assert data["calibration"] == {"source": "digits:train", "samples": 200}
     assert data["verification"]["source"] == "digits:test"
     assert data["verification"]["samples"] == 269
+    assert data["verification"]["tolerances"] == {"max_abs_diff": 1e-4, "max_rel_diff": 1e-5,
+                                                  "min_agreement": 0.98}
     labels = open(os.path.join(os.path.dirname(manifest.path), "labels.txt")).read()
     assert labels.split() == [str(i) for i in range(10)]
     assert set(data["converters"]) == {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",
-                                       "ai-edge-litert"}
+                                       "ai-edge-litert", "mediapipe"}
     assert all(data["converters"].values())
 
 
-def test_table_lists_size_accuracy_and_latency_of_every_artifact(manifest):
-    table = manifest.table()
-    for a in manifest.artifacts:
-        line = next(line for line in table.splitlines() if line.startswith(a["path"] + " "))
-        assert f"{a['accuracy']:.2%}" in line and f"{a['latency_ms']:.2f} ms" in line
-
-
-# 3. Failed or interrupted exports leave nothing behind.
-
-def test_miscalibrated_export_fails_and_writes_nothing(digits_run, tmp_path):
-    calibration, _ = kres.data.arrays("digits", "train", limit=100)
-    out = tmp_path / "out"
-    with pytest.raises(ExportError, match=r"resnet20_int8\.tflite: top-1 agreement"):
-        # The classic mistake: images scaled to [0, 1] for a model that takes [0, 255].
-        kres.export.export(digits_run / "best.keras", out, formats="tflite", quantize="int8",
-                           calibration=calibration / 255.0)
-    assert os.listdir(tmp_path) == []
-
+# 6. Failed or interrupted exports leave nothing behind.
 
 def test_cli_names_the_failing_artifact_and_keeps_the_previous_export(manifest, digits_run,
                                                                       tmp_path):
     out = tmp_path / "digits-resnet20"
     shutil.copytree(os.path.dirname(manifest.path), out)
     before = tree(out)
-    result = run_cli(digits_run / "best.keras", "--out", out, "--formats", "tflite",
-                     "--quantize", "fp32", "--verify-samples", "20", "--max-abs-diff", "1e-12",
-                     "--max-rel-diff", "0")
+    result = run_cli(digits_run, "--out", out, "--formats", "tflite", "--quantize", "fp32",
+                     "--verify-samples", "20", "--max-abs-diff", "1e-12", "--max-rel-diff", "0")
     assert result.returncode == 1
     assert "resnet20_fp32.tflite: max abs difference from Keras" in result.stderr
+    assert "Traceback" not in result.stderr
     assert tree(out) == before
     assert os.listdir(tmp_path) == ["digits-resnet20"]
 
@@ -274,10 +456,10 @@ def test_interrupted_export_leaves_out_as_it_was(manifest, digits_run, tmp_path)
     out = tmp_path / "digits-resnet20"
     shutil.copytree(os.path.dirname(manifest.path), out)
     before = tree(out)
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "export.py"),
                                 str(digits_run / "best.keras"), "--out", str(out)],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not any(".partial-" in name for name in os.listdir(tmp_path)):
         assert process.poll() is None and time.time() < deadline, "export never started"
@@ -307,7 +489,7 @@ def test_refuses_to_replace_a_directory_that_is_not_an_export(digits_run, tmp_pa
     assert os.listdir(tmp_path) == ["notes.txt"]
 
 
-# 4. Corrupted artifacts are refused.
+# 7. Corrupted artifacts are refused.
 
 @pytest.fixture
 def export_copy(manifest, tmp_path):
@@ -345,7 +527,7 @@ def test_load_refuses_a_file_the_manifest_does_not_list(export_copy):
         kres.export.load(export_copy / "other.onnx")
 
 
-# 5. Bad input.
+# 8. Bad input: one clear line.
 
 def test_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(ExportError, match="model file not found: .*missing.keras"):
@@ -358,6 +540,21 @@ def test_cli_reports_a_missing_model_file(tmp_path):
     assert "model file not found" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_cli_reports_a_file_that_is_not_a_keras_archive(tmp_path):
+    (tmp_path / "m.keras").write_text("x\n")
+    result = run_cli(tmp_path / "m.keras", "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"tools/export.py: error: {str(tmp_path / 'm.keras')!r} is not a valid .keras archive: "
+        "it is not a zip file (2 bytes). Give a file written by model.save()."]
+
+
+def test_build_with_weights_that_are_not_a_keras_archive_is_a_clear_error(tmp_path):
+    (tmp_path / "m.keras").write_text("x\n")
+    with pytest.raises(KresError, match=r"m\.keras' is not a valid \.keras archive"):
+        kres.build("resnet20", weights=str(tmp_path / "m.keras"))
+
+
 @pytest.mark.parametrize("argument,value,message", [
     ("formats", "tflite,coreml", "formats: unknown 'coreml'; accepted: saved_model, tflite, onnx"),
     ("quantize", "int4", "quantize: unknown 'int4'; accepted: fp32, fp16, dynamic, int8"),
@@ -367,6 +564,11 @@ def test_unknown_choice_names_the_argument_and_what_it_accepts(digits_run, tmp_p
                                                                value, message):
     with pytest.raises(ExportError, match=message.replace("(", r"\(")):
         kres.export.export(digits_run / "best.keras", tmp_path / "out", **{argument: value})
+
+
+def test_agreement_target_outside_0_to_1_is_a_clear_error():
+    with pytest.raises(ExportError, match=r"min_agreement=98: accepted is a fraction in \[0, 1\]"):
+        Tolerances(min_agreement=98)
 
 
 def test_dataset_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
@@ -388,7 +590,7 @@ def test_load_rejects_an_unknown_file_type(tmp_path):
         kres.export.load(tmp_path / "model.pt")
 
 
-# A model name: a freshly built model, verified on generated images.
+# 9. A model name: a freshly built model, verified on generated images.
 
 def test_model_name_exports_a_fresh_model_verified_on_generated_images(tmp_path):
     manifest = kres.export.export("resnet20", tmp_path / "out", formats="tflite,onnx",
@@ -407,3 +609,21 @@ def test_model_name_with_data_is_built_for_the_dataset(tmp_path):
     assert manifest.data["source"]["input_shape"] == [32, 32, 1]
     assert manifest.data["source"]["output_shape"] == [10]
     assert manifest.artifacts[0]["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+def test_imagenet_size_int8_files_are_at_most_30_percent_of_fp32(tmp_path):
+    # File sizes depend on the architecture, not on training: resnet18's 11.7M parameters.
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = kres.build("resnet18", input_shape=(32, 32, 1), num_classes=10,
+                       include_preprocessing=True)
+    calibration, _ = kres.data.arrays("digits", "train", limit=16)
+    sizes = {}
+    for format, convert in (("tflite", kres.export.to_tflite), ("onnx", kres.export.to_onnx)):
+        for q in ("fp32", "int8"):
+            path = tmp_path / f"m_{q}.{format}"
+            convert(model, path, q, calibration=calibration if q == "int8" else None)
+            sizes[format, q] = os.path.getsize(path)
+        assert sizes[format, "int8"] <= 0.30 * sizes[format, "fp32"], sizes

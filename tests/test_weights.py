@@ -13,7 +13,7 @@ import pytest
 
 import kres
 import kres.weights
-from kres.models.spec import KresError
+from kres.errors import KresError
 from kres.weights import convert, file_hash
 
 torch = pytest.importorskip("torch")

@@ -1,46 +1,51 @@
 """Quantise and export a kres model, verified: a thin command line over kres.export.export.
 
-    python tools/export.py runs/digits-resnet20/best.keras --data digits --out exports/digits-resnet20
+    python tools/export.py runs/digits-resnet20 --out exports/digits-resnet20
     python tools/export.py runs/digits-resnet20 --formats tflite --quantize int8 --io uint8
     python tools/export.py resnet50 --formats onnx --out exports/resnet50   # a freshly built model
 
 Every artifact is loaded back in its runtime and compared with Keras before anything is written;
-the manifest table is printed at the end. Exit status 1 (naming the artifact) when one fails.
+int8 settings are tried until one agrees with Keras; the manifest table is printed at the end.
+Exit status 1 (naming the artifact) when one fails.
 """
 
 import argparse
+import dataclasses
+import inspect
 import os
 import signal
 import sys
 
-FORMATS = "saved_model,tflite,onnx"
-QUANTIZATIONS = "fp32,fp16,dynamic,int8"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse_args(argv=None):
+    from kres.export import FORMATS, QUANTIZATIONS, Tolerances, export
+    from kres.export.convert import IO_TYPES
+
+    defaults = {name: p.default for name, p in inspect.signature(export).parameters.items()}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a .keras file, a training run directory, or a model name")
     p.add_argument("--out", help="export directory (default exports/<model or run name>)")
     p.add_argument("--data", help="dataset for calibration (train) and verification (test); "
                                   "default: the run's config.json, else generated images")
-    p.add_argument("--formats", default=FORMATS, help=f"comma-separated (default {FORMATS})")
-    p.add_argument("--quantize", help=f"comma-separated subset of {QUANTIZATIONS} "
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help=f"comma-separated subset of {','.join(FORMATS)} (default all)")
+    p.add_argument("--quantize", help=f"comma-separated subset of {','.join(QUANTIZATIONS)} "
                                       "(default: all that apply)")
-    p.add_argument("--io", choices=("float", "int8", "uint8"), default="float",
-                   help="input/output type of the int8 TFLite file (default float)")
-    p.add_argument("--calibration-samples", type=int, default=200)
-    p.add_argument("--verify-samples", type=int, help="test images to verify on (default all)")
+    p.add_argument("--io", choices=IO_TYPES, default=defaults["io"],
+                   help=f"input/output type of the int8 TFLite file (default {defaults['io']})")
+    for name in ("calibration_samples", "verify_samples", "threads", "opset", "latency_repeats"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=defaults[name],
+                       help=f"default {defaults[name] or 'all'}")
     p.add_argument("--weights", help="pretrained weights for a model name (passed to kres.build)")
     p.add_argument("--data-dir", help="tensorflow-datasets data directory")
-    p.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
-    p.add_argument("--max-abs-diff", type=float, default=1e-4,
-                   help="fp32 tolerance against Keras (default 1e-4)")
-    p.add_argument("--max-rel-diff", type=float, default=1e-5,
-                   help="fp32 tolerance relative to the largest Keras output, when larger "
-                        "(default 1e-5)")
-    p.add_argument("--min-agreement", type=float, default=0.98,
-                   help="quantised top-1 agreement with Keras (default 0.98)")
+    p.add_argument("--no-metadata", action="store_true",
+                   help="do not embed labels and normalisation in the TFLite files")
+    for field in dataclasses.fields(Tolerances):
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=float, default=field.default,
+                       help=f"verification tolerance (default {field.default})")
     return p.parse_args(argv)
 
 
@@ -56,22 +61,23 @@ def _interrupt(signum, frame):
 
 
 def main(argv=None):
-    args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse_args(argv)
     # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    import kres.data
     import kres.export
 
     out = args.out or default_out(args.model)
     try:
+        tolerances = kres.export.Tolerances(**{
+            f.name: getattr(args, f.name) for f in dataclasses.fields(kres.export.Tolerances)})
         manifest = kres.export.export(
             args.model, out, data=args.data, formats=args.formats, quantize=args.quantize,
             io=args.io, calibration_samples=args.calibration_samples,
             verify_samples=args.verify_samples, weights=args.weights, data_dir=args.data_dir,
-            threads=args.threads, max_abs_diff=args.max_abs_diff,
-            max_rel_diff=args.max_rel_diff, min_agreement=args.min_agreement)
-    except (kres.KresError, kres.data.DataError) as error:
+            threads=args.threads, opset=args.opset, latency_repeats=args.latency_repeats,
+            tolerances=tolerances, metadata=not args.no_metadata)
+    except kres.KresError as error:
         print(f"tools/export.py: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

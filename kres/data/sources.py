@@ -15,15 +15,9 @@ from typing import Mapping
 import numpy as np
 import tensorflow as tf
 
+from kres.errors import DataError, DataNotFoundError
+
 SPLITS = ("train", "validation", "test")
-
-
-class DataError(ValueError):
-    """The dataset named, or the data found, cannot be used for training."""
-
-
-class DataNotFoundError(DataError, FileNotFoundError):
-    """A dataset directory or file does not exist."""
 
 
 @dataclasses.dataclass(frozen=True)

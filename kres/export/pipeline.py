@@ -1,120 +1,168 @@
-"""`export`: convert, load back, verify, and only then put the artifacts and manifest in place."""
+"""`export`: the plan. Convert, load back, verify, time, and only then move the artifacts and
+manifest.json into place. Each step is a function here; converting is `convert`, the int8
+search `precision`, TFLite metadata `metadata`, running a file `runners`, the record `manifest`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import shutil
 import tempfile
-from importlib import metadata
+from importlib import metadata as package_metadata
 
 import numpy as np
 
-from kres.export import convert
-from kres.export.errors import ExportError
-from kres.export.runners import MANIFEST, KerasRunner, load, sha256_of, size_of
+import kres
+from kres import data as kdata
+from kres import rundir
+from kres.errors import ExportError
+from kres.export import convert, precision
+from kres.export import metadata as tflite_metadata
+from kres.export.manifest import MANIFEST, Manifest
+from kres.export.runners import KerasRunner, load
+from kres.files import atomic_write_text, load_keras_model, sha256_of, size_of
+from kres.machine import cpu_info
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 APPLIES = {"saved_model": ("fp32",), "tflite": convert.TFLITE_QUANTIZATIONS,
            "onnx": convert.ONNX_QUANTIZATIONS}
-CONVERTERS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")
+CONVERTERS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
+              "mediapipe")
 GENERATED_SIZE = 224  # side of generated images for models with a free input size
 
 
+@dataclasses.dataclass(frozen=True)
+class Tolerances:
+    """When an artifact counts as the Keras model. fp32 files: outputs within ``max_abs_diff``,
+    or ``max_rel_diff`` times the largest Keras output when that is more (a random-weight
+    ResNet-50 has logits near 6000, where one float32 step is 5e-4). Quantised files: top-1
+    agreement of at least ``min_agreement`` on real held-out images."""
+
+    max_abs_diff: float = 1e-4
+    max_rel_diff: float = 1e-5
+    min_agreement: float = 0.98
+
+    def __post_init__(self):
+        for name in ("max_abs_diff", "max_rel_diff"):
+            if not getattr(self, name) >= 0:
+                raise ExportError(f"{name}={getattr(self, name)!r}: accepted is a number >= 0")
+        if not 0 <= self.min_agreement <= 1:
+            raise ExportError(f"min_agreement={self.min_agreement!r}: accepted is a fraction "
+                              "in [0, 1], e.g. 0.98")
+
+    def fp32_limit(self, expected):
+        return max(self.max_abs_diff, self.max_rel_diff * float(np.abs(expected).max()))
+
+
 @dataclasses.dataclass
-class Manifest:
-    """What an export directory holds: ``artifacts`` (one dict per file, see issue 5) and
-    everything else manifest.json records (source model, preprocessing, labels, converters)."""
+class HeldOut:
+    """The images an export is checked on, and what calibrates its int8 files."""
 
-    path: str
-    data: dict
-
-    @property
-    def artifacts(self):
-        return self.data["artifacts"]
-
-    def artifact(self, format, quantization):
-        """The path of the artifact with this format and quantisation."""
-        for a in self.artifacts:
-            if (a["format"], a["quantization"]) == (format, quantization):
-                return os.path.join(os.path.dirname(self.path), a["path"])
-        raise KeyError(f"no {quantization} {format} in {self.path}")
-
-    @classmethod
-    def read(cls, path):
-        """The manifest of an export directory (or of a manifest.json path)."""
-        if os.path.isdir(path):
-            path = os.path.join(path, MANIFEST)
-        with open(path) as f:
-            return cls(os.fspath(path), json.load(f))
-
-    def table(self):
-        """The artifacts as a text table: size, fidelity, accuracy and latency."""
-        rows = [("artifact", "format", "quant", "size", "max|diff|", "top-1 agree", "accuracy",
-                 "latency")]
-        for a in self.artifacts:
-            rows.append((a["path"], a["format"], a["quantization"], _human(a["bytes"]),
-                         _fmt(a["max_abs_diff"], "{:.2e}"), _fmt(a["top1_agreement"], "{:.2%}"),
-                         _fmt(a["accuracy"], "{:.2%}"),
-                         f"{a['latency_ms']:.2f} ms"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-        lines.insert(1, "-" * len(lines[0]))
-        v = self.data["verification"]
-        lines.append(f"verified on {v['samples']} images of {v['source']}; latency: median of "
-                     f"{v['latency_repeats']} single-image runs, {v['threads']} threads")
-        return "\n".join(lines)
+    images: np.ndarray
+    truth: np.ndarray | None  # labels, when the images are real
+    source: str
+    labels: list | None = None
+    calibration: np.ndarray | None = None
+    calibration_source: str | None = None
 
 
-def _human(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
+def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
+           calibration_samples=200, verify_samples=None, calibration=None, weights=None,
+           data_dir=None, opset=17, threads=2, tolerances=None, latency_repeats=30,
+           metadata=True):
+    """Convert ``model`` to every requested format and quantisation, load each artifact back in
+    its runtime, verify it against Keras, and only when all pass move them, manifest.json and
+    labels.txt into ``out`` (replacing a previous export there in one rename).
+
+    model: a keras.Model, a .keras file or training run directory (the run's config.json names
+    the dataset when ``data`` is None), or a registered model name (``kres.build(name,
+    weights=weights)``, shaped for ``data``'s images and classes when there are no weights).
+    data: dataset for calibration (split "train", first ``calibration_samples`` images) and
+    verification (split "test", ``verify_samples`` images or all); without data, verification
+    runs on generated images and int8 is skipped (calibration needs real images).
+    ``calibration`` overrides the calibration images. quantize: subset of fp32, fp16, dynamic,
+    int8 (default all that apply: TFLite all four, ONNX fp32 and int8, SavedModel fp32).
+    io: float, int8 or uint8 inputs and outputs of the int8 TFLite file. ``tolerances``: a
+    :class:`Tolerances`. int8 files are searched for (`kres.export.precision`): the first
+    setting that reaches ``tolerances.min_agreement`` is kept. ``metadata``: embed labels and
+    input normalisation in the TFLite files for MediaPipe and the LiteRT task libraries.
+
+    Raises ExportError naming every artifact that failed; ``out`` is then left as it was.
+
+    >>> manifest = kres.export.export("runs/digits-resnet20", "exports/digits-resnet20")
+    >>> print(manifest.table())
+    """
+    formats = _choices("formats", formats, FORMATS)
+    explicit = quantize is not None
+    quantize = _choices("quantize", quantize if explicit else QUANTIZATIONS, QUANTIZATIONS)
+    convert.check_choice("io", io, convert.IO_TYPES)
+    tolerances = tolerances or Tolerances()
+    out = _check_out(out)
+
+    data_info = kdata.info(data, data_dir) if data else None
+    model, source = resolve_model(model, weights=weights, data_info=data_info)
+    run = source.get("run_config") or {}
+    if data is None and run.get("data"):
+        data, data_dir = run["data"], data_dir or run.get("data_dir")
+    held_out = held_out_images(model, data, data_dir, verify_samples=verify_samples,
+                               calibration_samples=calibration_samples if "int8" in quantize
+                               else 0, calibration=calibration)
+    plan = _plan(formats, quantize, explicit, held_out, io)
+    reference = KerasRunner(model)
+    expected = reference.predict(held_out.images)
+    classifier = classifier_metadata(model, held_out.labels) if metadata else None
+
+    with _staging(out) as staging:
+        artifacts = [
+            produce(model, fmt, q, staging, held_out, expected, tolerances, io=io, opset=opset,
+                    threads=threads, classifier=classifier, latency_repeats=latency_repeats)
+            for fmt, q in plan]
+        failures = [f"{a['path']}: {a.pop('problem')}" for a in artifacts if a.get("problem")]
+        if failures:
+            raise ExportError(f"{len(failures)} artifact(s) failed verification, nothing was "
+                              f"written to {out}:\n  " + "\n  ".join(failures))
+        for a in artifacts:
+            a.pop("problem", None)
+        if held_out.labels:
+            atomic_write_text(os.path.join(staging, "labels.txt"),
+                              "\n".join(held_out.labels) + "\n")
+        keras_entry = {"latency": reference.latency(held_out.images[:1], latency_repeats),
+                       **_compare(expected, expected, held_out.truth)}
+        record = _manifest(model, source, keras_entry, held_out, tolerances,
+                           tolerances.fp32_limit(expected), latency_repeats, artifacts)
+        atomic_write_text(os.path.join(staging, MANIFEST), json.dumps(record, indent=2))
+    return Manifest.read(out)
 
 
-def _fmt(value, pattern):
-    return "-" if value is None else pattern.format(value)
-
-
-def _choices(argument, values, accepted):
-    if isinstance(values, str):
-        values = [v.strip() for v in values.split(",") if v.strip()]
-    unknown = [v for v in values if v not in accepted]
-    if unknown or not values:
-        got = f"unknown {', '.join(map(repr, unknown))}" if unknown else "nothing given"
-        raise ExportError(f"{argument}: {got}; accepted: {', '.join(accepted)}")
-    return [v for v in accepted if v in values]
+# ------------------------------------------------------------------------------ the steps
 
 
 def resolve_model(model, *, weights=None, data_info=None):
-    """A keras.Model and a description of where it came from, for a model, a .keras path (a
-    training run's config.json beside it is read too) or a registered model name (built for
-    ``data_info``'s image shape and classes when given and without ``weights``)."""
+    """A keras.Model and a description of where it came from, for a model, a .keras path or
+    training run directory, or a registered model name (built for ``data_info``'s image shape
+    and classes when given and without ``weights``)."""
     import keras
-
-    import kres
 
     if isinstance(model, keras.Model):
         return model, {"model": model.name, "from": "memory"}
     source = os.fspath(model)
     if source.endswith(".keras") or os.sep in source or os.path.exists(source):
-        if os.path.isdir(source) and os.path.exists(os.path.join(source, "best.keras")):
-            source = os.path.join(source, "best.keras")  # a training run directory
+        if rundir.is_run(source):
+            source = os.path.join(source, rundir.BEST)
         if not os.path.isfile(source):
             raise ExportError(f"model file not found: {source!r} (give a .keras file, a "
                               "training run directory or a model name)")
+        loaded = _load(source)
         description = {"model": source, "from": "file", "sha256": sha256_of(source)}
-        config = os.path.join(os.path.dirname(source), "config.json")
-        if os.path.exists(config):
-            with open(config) as f:
-                run = json.load(f)
+        run = rundir.read_config(os.path.dirname(source))
+        if run is not None:
             description["run_config"] = run.get("config", run)
-        return KerasRunner(source).model, description
+        return loaded, description
     shape = {}
     if data_info is not None and weights is None:
         shape = {"input_shape": data_info.image_shape, "num_classes": data_info.num_classes}
@@ -122,11 +170,39 @@ def resolve_model(model, *, weights=None, data_info=None):
     return built, {"model": source, "from": "kres.build", "weights": weights}
 
 
-def _fit_data(model, data, data_dir):
-    """The image size to ask the dataset for, or an ExportError when it cannot fit the model."""
-    import kres.data
+def _load(path):
+    try:
+        return load_keras_model(path)
+    except kres.KresError as error:
+        raise ExportError(str(error)) from None
 
-    info = kres.data.info(data, data_dir)
+
+def held_out_images(model, data, data_dir, *, verify_samples=None, calibration_samples=200,
+                    calibration=None):
+    """Test images (and labels) of ``data`` at the model's input size, and calibration images
+    from its training split; generated images when there is no dataset."""
+    calibration_source = "given" if calibration is not None else None
+    if data is None:
+        shape = [GENERATED_SIZE if d is None else d for d in model.inputs[0].shape[1:]]
+        images = np.random.default_rng(0).uniform(0, 255, (verify_samples or 32, *shape))
+        return HeldOut(images.astype(np.float32), None,
+                       "generated uniform [0, 255] images (seed 0)", calibration=calibration,
+                       calibration_source=calibration_source)
+    info, image_size = _fit_data(model, data, data_dir)
+    images, truth = kdata.arrays(data, "test", image_size=image_size, limit=verify_samples,
+                                 data_dir=data_dir)
+    if calibration is None and calibration_samples:
+        calibration, _ = kdata.arrays(data, "train", image_size=image_size,
+                                      limit=calibration_samples, data_dir=data_dir)
+        calibration_source = f"{data}:train"
+    return HeldOut(images, truth, f"{data}:test", list(info.class_names), calibration,
+                   calibration_source)
+
+
+def _fit_data(model, data, data_dir):
+    """The dataset's info and the image size to ask it for, or an ExportError when it cannot fit
+    the model."""
+    info = kdata.info(data, data_dir)
     want = tuple(model.inputs[0].shape[1:])
     height, width, channels = info.image_shape
     if want[2] is not None and want[2] != channels:
@@ -141,66 +217,11 @@ def _fit_data(model, data, data_dir):
     return info, None
 
 
-def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
-           calibration_samples=200, verify_samples=None, calibration=None, weights=None,
-           data_dir=None, opset=17, threads=2, max_abs_diff=1e-4, max_rel_diff=1e-5,
-           min_agreement=0.98, latency_repeats=30):
-    """Convert ``model`` to every requested format and quantisation, load each artifact back in
-    its runtime, verify it against Keras, and only when all pass move them, manifest.json and
-    labels.txt into ``out`` (replacing a previous export there in one rename).
-
-    model: a keras.Model, a .keras file (a training run's config.json beside it supplies the
-    dataset when ``data`` is None), or a registered model name (``kres.build(name,
-    weights=weights)``, shaped for ``data``'s images and classes when there are no weights). data: dataset name for calibration (split "train", first
-    ``calibration_samples`` images) and verification (split "test", ``verify_samples`` images or
-    all); without data, verification runs on generated images and int8 is skipped (calibration
-    needs real images). ``calibration`` overrides the calibration images.
-    quantize: subset of fp32, fp16, dynamic, int8, default all that apply (TFLite: all four;
-    ONNX: fp32, int8; SavedModel: fp32). io: float, int8 or uint8 inputs and outputs of the int8
-    TFLite file. fp32 artifacts must match Keras within ``max_abs_diff``, or ``max_rel_diff``
-    times the largest Keras output when that is more (a random-weight ResNet-50 has logits near
-    6000, where one float32 step is 5e-4); quantised ones need top-1 agreement >=
-    ``min_agreement`` when verified on real data.
-
-    Raises ExportError naming every artifact that failed; ``out`` is then left as it was.
-
-    >>> manifest = kres.export.export("runs/digits-resnet20/best.keras", "exports/digits-resnet20",
-    ...                               data="digits")
-    >>> print(manifest.table())
-    """
-    import kres
-    import kres.data
-
-    formats = _choices("formats", formats, FORMATS)
-    explicit_quantize = quantize is not None
-    quantize = _choices("quantize", quantize if explicit_quantize else QUANTIZATIONS,
-                        QUANTIZATIONS)
-    convert._check_choice("io", io, convert.IO_TYPES)
-    out = os.path.abspath(os.fspath(out))
-    _check_out(out)
-
-    model, source = resolve_model(
-        model, weights=weights, data_info=kres.data.info(data, data_dir) if data else None)
-    run = source.get("run_config", {})
-    if data is None and run.get("data"):
-        data, data_dir = run["data"], data_dir or run.get("data_dir")
-    labels = None
-    if data is not None:
-        info, image_size = _fit_data(model, data, data_dir)
-        labels = list(info.class_names)
-        images, truth = kres.data.arrays(data, "test", image_size=image_size, limit=verify_samples,
-                                         data_dir=data_dir)
-        if calibration is None and "int8" in quantize:
-            calibration, _ = kres.data.arrays(data, "train", image_size=image_size,
-                                              limit=calibration_samples, data_dir=data_dir)
-        verified_on = f"{data}:test"
-    else:
-        shape = [GENERATED_SIZE if d is None else d for d in model.inputs[0].shape[1:]]
-        images = np.random.default_rng(0).uniform(0, 255, (verify_samples or 32, *shape))
-        images, truth = images.astype(np.float32), None
-        verified_on = "generated uniform [0, 255] images (seed 0)"
-    if calibration is None and "int8" in quantize:
-        if explicit_quantize:
+def _plan(formats, quantize, explicit, held_out, io):
+    """(format, quantisation) pairs to produce, in order."""
+    quantize = list(quantize)
+    if held_out.calibration is None and "int8" in quantize:
+        if explicit:
             raise ExportError("quantize=int8 needs real calibration images: give data= (the CLI's "
                               "--data) or calibration=; random data ruins int8 accuracy")
         quantize.remove("int8")
@@ -211,104 +232,62 @@ def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
                           f"ONNX: {', '.join(APPLIES['onnx'])}")
     if io != "float" and ("tflite", "int8") not in plan:
         raise ExportError(f"io={io!r} applies to the int8 TFLite file, which is not requested")
-
-    reference = KerasRunner(model, threads)
-    expected = reference.predict(images)
-    tolerance = max(max_abs_diff, max_rel_diff * float(np.abs(expected).max()))
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
-    try:
-        artifacts, failures = [], []
-        for fmt, q in plan:
-            entry = _make(model, staging, fmt, q, io=io, calibration=calibration, opset=opset)
-            runner = load(os.path.join(staging, entry["path"]), threads=threads, verify=False)
-            got = runner.predict(images)
-            entry.update(inputs=runner.inputs, outputs=runner.outputs,
-                         **_compare(got, expected, truth),
-                         latency_ms=runner.latency_ms(images[:1], repeats=latency_repeats),
-                         threads=threads)
-            problem = _problem(entry, tolerance, min_agreement if truth is not None else None)
-            if problem:
-                failures.append(f"{entry['path']}: {problem}")
-            artifacts.append(entry)
-            del runner
-        if failures:
-            raise ExportError(f"{len(failures)} artifact(s) failed verification, nothing was "
-                              f"written to {out}:\n  " + "\n  ".join(failures))
-        reference_entry = {"latency_ms": reference.latency_ms(images[:1], latency_repeats),
-                           **_compare(expected, expected, truth)}
-        if labels:
-            with open(os.path.join(staging, "labels.txt"), "w") as f:
-                f.write("\n".join(labels) + "\n")
-        manifest = {
-            "kres": kres.__version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source": {**source, "name": model.name,
-                       "input_shape": list(model.inputs[0].shape[1:]),
-                       "output_shape": list(model.outputs[0].shape[1:]),
-                       "keras": reference_entry},
-            "preprocessing": _preprocessing(model),
-            "labels": "labels.txt" if labels else None,
-            "num_classes": len(labels) if labels else int(model.outputs[0].shape[-1]),
-            "calibration": None if calibration is None else {
-                "source": f"{data}:train" if data else "given", "samples": len(calibration)},
-            "verification": {"source": verified_on, "samples": len(images),
-                             "max_abs_diff_fp32": tolerance,
-                             "min_top1_agreement": min_agreement if truth is not None else None,
-                             "latency_repeats": latency_repeats, "threads": threads},
-            "converters": {name: _version(name) for name in CONVERTERS},
-            "artifacts": artifacts,
-        }
-        with open(os.path.join(staging, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-        _replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return Manifest.read(out)
+    return plan
 
 
-def _check_out(out):
-    """Refuse to replace a directory that is not a previous export (``--out .`` must not wipe a
-    repository)."""
-    if os.path.isfile(out):
-        raise ExportError(f"out={out!r} is a file; give a directory")
-    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MANIFEST)):
-        raise ExportError(f"out={out!r} exists and is not a kres export (no {MANIFEST}); "
-                          "refusing to replace it. Give a new or empty directory.")
+def produce(model, fmt, quantization, staging, held_out, expected, tolerances, *, io, opset,
+            threads, classifier, latency_repeats):
+    """Write one artifact into ``staging``, verify it and time it: its manifest entry, with
+    ``problem`` set when it failed verification."""
+    name = "saved_model" if fmt == "saved_model" else \
+        f"{model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
+    path = os.path.join(staging, name)
+    limit = tolerances.fp32_limit(expected)
+    gate = tolerances.min_agreement if held_out.truth is not None else None
 
+    def check(candidate):
+        runner = load(candidate, threads=threads, verify=False)
+        entry = _compare(runner.predict(held_out.images), expected, held_out.truth)
+        entry["problem"] = _problem(quantization, entry, limit, gate)
+        return entry
 
-def _replace(staging, out):
-    """Swap the finished staging directory in for ``out`` with renames on one filesystem."""
-    final = staging + ".done"
-    os.rename(staging, final)
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=os.path.dirname(out))
-        os.rename(out, os.path.join(old, "previous"))
-    os.rename(final, out)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _make(model, staging, fmt, quantization, *, io, calibration, opset):
-    name = model.name
-    if fmt == "saved_model":
-        path = convert.to_saved_model(model, os.path.join(staging, "saved_model"))
-    elif fmt == "tflite":
-        path = convert.to_tflite(model, os.path.join(staging, f"{name}_{quantization}.tflite"),
-                                 quantization, io=io if quantization == "int8" else "float",
-                                 calibration=calibration)
+    extra = {}
+    if quantization == "int8":
+        entry, extra["int8"] = _search_int8(model, fmt, path, held_out, check, io=io, opset=opset,
+                                            classifier=classifier)
     else:
-        path = convert.to_onnx(model, os.path.join(staging, f"{name}_{quantization}.onnx"),
-                               quantization, calibration=calibration, opset=opset)
-    entry = {"path": os.path.basename(path), "format": fmt, "quantization": quantization,
-             "bytes": size_of(path), "sha256": sha256_of(path)}
-    if fmt == "tflite" and quantization == "int8":
-        entry["io"] = io
+        _convert(model, fmt, quantization, path, opset=opset, classifier=classifier)
+        entry = check(path)
+    runner = load(path, threads=threads, verify=False)
+    entry = {"path": name, "format": fmt, "quantization": quantization, "bytes": size_of(path),
+             "sha256": sha256_of(path), "inputs": runner.inputs, "outputs": runner.outputs,
+             **entry, **extra,
+             "latency": {**runner.latency(held_out.images[:1], latency_repeats),
+                         **_cpu_fields()}}
+    if fmt == "tflite":
+        entry["metadata"] = tflite_metadata.read(path)
+        if quantization == "int8":
+            entry["io"] = io
     if fmt == "onnx":
         entry["opset"] = opset
     return entry
+
+
+def _convert(model, fmt, quantization, path, *, opset, classifier):
+    if fmt == "saved_model":
+        return convert.to_saved_model(model, path)
+    if fmt == "tflite":
+        return convert.to_tflite(model, path, quantization, metadata=classifier)
+    return convert.to_onnx(model, path, quantization, opset=opset)
+
+
+def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
+    layer_names = [layer.name for layer in model.layers]
+    if fmt == "tflite":
+        quantizer = convert.TFLiteInt8(model, held_out.calibration, io=io, metadata=classifier)
+        return precision.search(quantizer, fmt, path, check, layer_names)
+    with convert.OnnxInt8(model, held_out.calibration, opset) as quantizer:
+        return precision.search(quantizer, fmt, path, check, layer_names)
 
 
 def _compare(got, expected, truth):
@@ -320,16 +299,42 @@ def _compare(got, expected, truth):
     }
 
 
-def _problem(entry, tolerance, min_agreement):
+def _problem(quantization, entry, limit, min_agreement):
     diff = entry["max_abs_diff"]
     if not np.isfinite(diff):
         return "outputs are not finite (NaN or inf)"
-    if entry["quantization"] == "fp32" and diff > tolerance:
-        return f"max abs difference from Keras {diff:.3g} > {tolerance:.3g}"
-    if (entry["quantization"] != "fp32" and min_agreement is not None
-            and entry["top1_agreement"] < min_agreement):
+    if quantization == "fp32" and diff > limit:
+        return f"max abs difference from Keras {diff:.3g} > {limit:.3g}"
+    if quantization != "fp32" and min_agreement is not None \
+            and entry["top1_agreement"] < min_agreement:
         return f"top-1 agreement with Keras {entry['top1_agreement']:.2%} < {min_agreement:.0%}"
     return None
+
+
+def _cpu_fields():
+    cpu = cpu_info()
+    return {"cpu": cpu["model"], "cpu_flags": cpu["flags"]}
+
+
+def classifier_metadata(model, labels):
+    """What the TFLite files tell a phone app (:mod:`kres.export.metadata`), or None for models
+    that are not image classifiers (several outputs, or feature maps)."""
+    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+        return None
+    channels = int(model.inputs[0].shape[-1])
+    preprocessing = _preprocessing(model)
+    if preprocessing["inside_model"]:
+        mean, std = [0.0] * channels, [1.0] * channels
+    else:
+        stats = getattr(model, "kres_spec", None)
+        if stats is None:
+            return None  # what the inputs must be is unknown: no metadata rather than wrong
+        info = kres.preprocessing(stats)
+        mean, std = info["mean"][:channels], info["std"][:channels]
+    return tflite_metadata.ImageClassifierInfo(
+        name=model.name, description=f"{model.name} image classifier exported by kres "
+        f"{kres.__version__}; input: {preprocessing['input']}", labels=tuple(labels or ()),
+        mean=tuple(mean), std=tuple(std), channels=channels, version=kres.__version__)
 
 
 def _preprocessing(model):
@@ -344,12 +349,82 @@ def _preprocessing(model):
             "integer_input": "int8/uint8 files: real = scale * (q - zero_point), see inputs"}
 
 
+def _manifest(model, source, keras_entry, held_out, tolerances, fp32_limit, latency_repeats,
+              artifacts):
+    return {
+        "kres": kres.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": {**source, "name": model.name,
+                   "input_shape": list(model.inputs[0].shape[1:]),
+                   "output_shape": list(model.outputs[0].shape[1:]), "keras": keras_entry},
+        "preprocessing": _preprocessing(model),
+        "labels": "labels.txt" if held_out.labels else None,
+        "num_classes": len(held_out.labels) if held_out.labels
+        else int(model.outputs[0].shape[-1]),
+        "calibration": None if held_out.calibration is None else {
+            "source": held_out.calibration_source, "samples": len(held_out.calibration)},
+        "verification": {"source": held_out.source, "samples": len(held_out.images),
+                         "max_abs_diff_fp32": fp32_limit,
+                         "tolerances": dataclasses.asdict(tolerances),
+                         "min_top1_agreement": tolerances.min_agreement
+                         if held_out.truth is not None else None,
+                         "latency_repeats": latency_repeats},
+        "machine": cpu_info(),
+        "converters": {name: _version(name) for name in CONVERTERS},
+        "artifacts": artifacts,
+    }
+
+
+def _choices(argument, values, accepted):
+    if isinstance(values, str):
+        values = [v.strip() for v in values.split(",") if v.strip()]
+    unknown = [v for v in values if v not in accepted]
+    if unknown or not values:
+        got = f"unknown {', '.join(map(repr, unknown))}" if unknown else "nothing given"
+        raise ExportError(f"{argument}: {got}; accepted: {', '.join(accepted)}")
+    return [v for v in accepted if v in values]
+
+
+def _check_out(out):
+    """The absolute output directory. Refuse to replace a directory that is not a previous
+    export (``--out .`` must not wipe a repository)."""
+    out = os.path.abspath(os.fspath(out))
+    if os.path.isfile(out):
+        raise ExportError(f"out={out!r} is a file; give a directory")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, MANIFEST)):
+        raise ExportError(f"out={out!r} exists and is not a kres export (no {MANIFEST}); "
+                          "refusing to replace it. Give a new or empty directory.")
+    return out
+
+
+@contextlib.contextmanager
+def _staging(out):
+    """A directory beside ``out`` to build the export in; swapped in for ``out`` with renames on
+    one filesystem when the block succeeds, removed in any case."""
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    try:
+        yield staging
+        final = staging + ".done"
+        os.rename(staging, final)
+        old = None
+        if os.path.exists(out):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            os.rename(out, os.path.join(old, "previous"))
+        os.rename(final, out)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _version(name):
     if name == "tensorflow":  # installed as tensorflow-cpu on Linux x86
         import tensorflow as tf
 
         return tf.__version__
     try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
+        return package_metadata.version(name)
+    except package_metadata.PackageNotFoundError:
         return None

@@ -7,41 +7,17 @@ scale and zero point stored in the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 
 import numpy as np
 
-from kres.export.errors import ExportError, IntegrityError
-
-MANIFEST = "manifest.json"
-
-
-def sha256_of(path):
-    """SHA-256 (hex) of a file, or of a directory: over its files' relative paths and bytes."""
-    digest = hashlib.sha256()
-    if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                full = os.path.join(root, name)
-                digest.update(os.path.relpath(full, path).replace(os.sep, "/").encode() + b"\0")
-                digest.update(sha256_of(full).encode())
-        return digest.hexdigest()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from kres.errors import ExportError, IntegrityError
+from kres.export.manifest import MANIFEST
+from kres.files import load_keras_model, sha256_of, size_of
 
 
-def size_of(path):
-    """Bytes of a file, or of all files under a directory."""
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(root, f))
-                   for root, _, files in os.walk(path) for f in files)
-    return os.path.getsize(path)
 
 
 class Runner:
@@ -50,6 +26,8 @@ class Runner:
     quantisation) as the manifest records them."""
 
     format = "?"
+    runtime = "?"  # the library and version that runs the file
+    delegate = "?"  # what executes it on this machine
 
     def __init__(self, path, threads):
         self.path, self.threads = os.fspath(path), threads
@@ -63,8 +41,9 @@ class Runner:
         return np.concatenate([np.asarray(self._predict(images[i:i + batch_size]), np.float32)
                                for i in range(0, len(images), batch_size)])
 
-    def latency_ms(self, image, repeats=50, warmup=5):
-        """Median wall time of ``predict`` on one image, in milliseconds."""
+    def latency(self, image, repeats=50, warmup=5):
+        """Wall time of ``predict`` on one image, repeated: ``{"median_ms", "p90_ms",
+        "repeats", "threads", "runtime", "delegate"}``."""
         image = np.asarray(image, np.float32)[None] if np.ndim(image) == 3 else image[:1]
         for _ in range(warmup):
             self.predict(image)
@@ -73,10 +52,21 @@ class Runner:
             start = time.perf_counter()
             self.predict(image)
             times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1e3)
+        return {"median_ms": float(np.median(times) * 1e3),
+                "p90_ms": float(np.percentile(times, 90) * 1e3), "repeats": repeats,
+                "threads": self.threads, "runtime": self.runtime, "delegate": self.delegate}
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.path}>"
+
+
+def _version(package):
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
 
 
 def _tensor(name, shape, dtype, quantization=None):
@@ -94,6 +84,8 @@ class TFLiteRunner(Runner):
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(path, threads)
+        self.runtime = f"ai-edge-litert {_version('ai-edge-litert')}"
+        self.delegate = "XNNPACK (LiteRT's default CPU delegate)"
         self.interpreter = Interpreter(model_path=self.path, num_threads=threads)
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
@@ -141,6 +133,7 @@ class OnnxRunner(Runner):
         import onnxruntime as ort
 
         super().__init__(path, threads)
+        self.runtime, self.delegate = f"onnxruntime {ort.__version__}", "CPUExecutionProvider"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -167,7 +160,8 @@ class SavedModelRunner(Runner):
     def __init__(self, path, threads=2):
         import tensorflow as tf
 
-        super().__init__(path, threads)
+        super().__init__(path, _tensorflow_threads())
+        self.runtime, self.delegate = f"tensorflow {tf.__version__}", "CPU"
         self.function = tf.saved_model.load(self.path).signatures["serving_default"]
         (self._input_key, spec), = self.function.structured_input_signature[1].items()
         (self._output_key, out), = self.function.structured_outputs.items()
@@ -186,20 +180,27 @@ class KerasRunner(Runner):
     def __init__(self, path_or_model, threads=2):
         import keras
 
-        import kres.models  # noqa: F401  registers kres' custom layers for deserialisation
-
         if isinstance(path_or_model, keras.Model):
-            super().__init__("<memory>", threads)
+            super().__init__("<memory>", _tensorflow_threads())
             self.model = path_or_model
         else:
-            super().__init__(path_or_model, threads)
-            self.model = keras.models.load_model(self.path)
+            super().__init__(path_or_model, _tensorflow_threads())
+            self.model = load_keras_model(self.path)
+        self.runtime = f"keras {keras.__version__} ({keras.backend.backend()} backend)"
+        self.delegate = "CPU"
         x, y = self.model.inputs[0], self.model.outputs[0]
         self.inputs = [_tensor(x.name, x.shape, x.dtype)]
         self.outputs = [_tensor(self.model.layers[-1].name, y.shape, y.dtype)]
 
     def _predict(self, images):
         return self.model(images, training=False)
+
+
+def _tensorflow_threads():
+    """TensorFlow's thread pool is set once per process (0 means one thread per core)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
 
 
 def load(path, *, threads=2, verify=True):

@@ -2,7 +2,8 @@
 
 from kres.models.builder import build, build_from_spec, get_spec, list_models, preprocessing
 from kres.models.registry import REGISTRY, register
-from kres.models.spec import KresError, ResNetSpec
+from kres.errors import KresError
+from kres.models.spec import ResNetSpec
 
 __all__ = ["build", "build_from_spec", "get_spec", "list_models", "preprocessing", "REGISTRY",
            "register", "KresError", "ResNetSpec"]

@@ -10,7 +10,8 @@ from keras import layers
 from kres.models.blocks import STEM_FNS, UNITS, Pieces, Unit
 from kres.models.layers import ReverseChannels
 from kres.models.registry import REGISTRY
-from kres.models.spec import KresError, ResNetSpec, suggest
+from kres.errors import KresError, suggest
+from kres.models.spec import ResNetSpec
 
 # Pixel statistics (RGB, 0-255 scale) of each preprocessing mode.
 _STATS = {

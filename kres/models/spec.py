@@ -1,8 +1,9 @@
 """What a ResNet is, as data: the :class:`ResNetSpec` dataclass and its validation."""
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
+
+from kres.errors import KresError, suggest
 
 # Output channels of a unit = planes * EXPANSION[block].
 EXPANSION = {
@@ -20,16 +21,6 @@ SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "none")
 PREPROCESSING = ("imagenet", "cifar", "caffe", "tf", "none")
 
 
-class KresError(ValueError):
-    """A user's mistake: the message names the argument, what it got and what it accepts."""
-
-
-def suggest(word, choices, n=5):
-    """Up to ``n`` close matches of ``word`` among ``choices``, as text for an error message."""
-    close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=0.5)
-    if not close:  # fall back to shared prefixes, e.g. "resnet5" -> resnet50, resnet56
-        close = [c for c in sorted(choices) if c.startswith(str(word)[:5])][:n]
-    return ", ".join(close) if close else "none"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """Callbacks that make a run directory survive being killed at any moment.
 
-Every file that matters is written under a temporary name and moved into place with
-`os.replace`, which is atomic on POSIX: a reader (or a resumed run) sees the old file or the new
-one, never half of one. The checkpoint commits last at the end of an epoch, so a run killed
-anywhere resumes from the last committed epoch and rewrites everything after it.
+Every file that matters is written atomically (kres.files). The checkpoint commits last at the
+end of an epoch, so a run killed anywhere resumes from the last committed epoch and rewrites
+everything after it.
 """
 
 from __future__ import annotations
@@ -16,27 +15,7 @@ import time
 
 import keras
 
-
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_save_model(model: keras.Model, path: str) -> None:
-    """`model.save(path)` without ever leaving a half-written `path`."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    model.save(tmp)
-    _fsync(tmp)
-    os.replace(tmp, path)
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+from kres.files import atomic_save_model, atomic_write_text, fsync
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -82,7 +61,7 @@ class Checkpoint(keras.callbacks.Callback):
         name = _weights_name(epoch + 1)
         tmp = os.path.join(self.directory, f"tmp-{name}")
         self.model.save_weights(tmp, overwrite=True)
-        _fsync(tmp)
+        fsync(tmp)
         os.replace(tmp, os.path.join(self.directory, name))
         atomic_write_text(self._state_path, json.dumps({"epoch": epoch + 1, "weights": name}))
         # Keep the previous epoch too: the hosts of a multi-host run, killed at one moment, can

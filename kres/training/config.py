@@ -12,6 +12,8 @@ import math
 import os
 import re
 
+from kres.errors import ConfigError
+
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 DISTRIBUTE = ("auto", "none", "mirrored", "tpu", "data-parallel")
 
@@ -27,10 +29,6 @@ FAMILY_DEFAULTS = {
 }
 # Per dataset, where the family value does not fit it (digits is 1,259 training images).
 DATA_DEFAULTS = {"digits": dict(epochs=30, warmup_epochs=2.0)}
-
-
-class ConfigError(ValueError):
-    """A training option has a value kres cannot use."""
 
 
 @dataclasses.dataclass
@@ -66,7 +64,7 @@ class TrainConfig:
     num_processes: int | None = None
     process_id: int | None = None
     multi_host: bool = False  # multi-host JAX on Cloud TPU: jax.distributed.initialize() alone
-    verbose: int | str = "auto"  # Keras progress bar
+    verbose: int | str = "auto"  # progress bar on a terminal, a line per epoch otherwise
 
     def check(self) -> None:
         """Raise ConfigError naming the first option whose value cannot be used."""

@@ -53,6 +53,15 @@ def make_optimizer(model: keras.Model, recipe: dict, steps_per_epoch: int) -> ke
     return optimizer
 
 
+def progress(verbose):
+    """Keras' ``verbose`` for ``fit``: "auto" draws progress bars only on a terminal, and prints
+    one line per epoch when output goes to a file, a CI log or a notebook's captured output
+    (where the bars' escape codes and carriage returns become noise)."""
+    if verbose != "auto":
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
 def _mixed_precision(choice: str, plan: Plan) -> str:
     if choice != "auto":
         return choice
@@ -191,7 +200,7 @@ def _fit(model, recipe, run_dir, checkpoint, initial_epoch, train_ds, val_ds, te
     start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=recipe["epochs"],
               initial_epoch=initial_epoch, steps_per_epoch=steps,
-              callbacks=callbacks, verbose=config.verbose, shuffle=False)
+              callbacks=callbacks, verbose=progress(config.verbose), shuffle=False)
     train_seconds = time.perf_counter() - start
 
     cb.atomic_save_model(model, os.path.join(run_dir, "final.keras"))

@@ -9,9 +9,10 @@ Hub), local ``.keras`` / ``.weights.h5`` / ``.h5`` / ``.safetensors`` files, the
 
 import fnmatch
 
-from kres.models.spec import KresError
+from kres.errors import KresError
 from kres.weights.convert import adapt_input_conv
-from kres.weights.fetch import expected_hash, file_hash
+from kres.files import file_hash
+from kres.weights.fetch import expected_hash
 from kres.weights.loading import load_into, load_state_dict, pretrained_for, read_safetensors
 from kres.weights.table import TABLE, Pretrained
 

@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from kres.models.spec import KresError
+from kres.errors import KresError
 
 _UNIT = re.compile(r"^conv(\d+)_block(\d+)_(.+)$")
 _V1 = {"1_conv": "conv1", "1_bn": "bn1", "2_conv": "conv2", "2_bn": "bn2", "3_conv": "conv3",

@@ -5,12 +5,12 @@ and never loaded.
 """
 
 import contextlib
-import hashlib
 import os
 import re
 import tempfile
 
-from kres.models.spec import KresError
+from kres.errors import KresError
+from kres.files import file_hash
 from kres.weights.table import KERAS_BASE_URL
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -36,11 +36,6 @@ def expected_hash(file_name, file_hash):
             _HASH_OVERRIDES[file_name] = old
         else:
             _HASH_OVERRIDES.pop(file_name, None)
-
-
-def file_hash(path, algorithm="sha256"):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def verify(path, expected, what, remove=()):

@@ -8,7 +8,8 @@ import sys
 import keras
 import numpy as np
 
-from kres.models.spec import KresError
+from kres.errors import KresError
+from kres.files import load_keras_model
 from kres.weights import convert, fetch
 from kres.weights.table import TABLE
 
@@ -196,7 +197,7 @@ def load_keras_file(model, path):
         except ValueError as e:
             raise KresError(f"weights file {path!r} does not fit {model.name!r}: {e}") from None
         return model
-    source = keras.saving.load_model(path, compile=False)
+    source = load_keras_model(path)
     theirs, ours = source.weights, model.weights
     if len(theirs) != len(ours):
         raise KresError(f"weights file {path!r} holds {len(theirs)} weights; model "

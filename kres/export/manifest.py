@@ -1,0 +1,89 @@
+"""manifest.json: what an export directory holds, and the table people read.
+
+Per artifact: file, format, quantisation, bytes and SHA-256; its input and output tensors; how it
+compared with the Keras model (max |difference|, top-1 agreement, accuracy); for int8 files the
+settings tried and the worst layers; for TFLite files the embedded metadata; and its latency
+with the CPU, runtime, delegate and threads it was measured with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+MANIFEST = "manifest.json"
+
+
+@dataclasses.dataclass
+class Manifest:
+    """An export directory's manifest.json: ``artifacts`` (one dict per file) and everything
+    else it records (source model, preprocessing, labels, machine, converters)."""
+
+    path: str
+    data: dict
+
+    @property
+    def artifacts(self):
+        return self.data["artifacts"]
+
+    def artifact(self, format, quantization):
+        """The path of the artifact with this format and quantisation."""
+        for a in self.artifacts:
+            if (a["format"], a["quantization"]) == (format, quantization):
+                return os.path.join(os.path.dirname(self.path), a["path"])
+        raise KeyError(f"no {quantization} {format} in {self.path}")
+
+    @classmethod
+    def read(cls, path):
+        """The manifest of an export directory (or of a manifest.json path)."""
+        if os.path.isdir(path):
+            path = os.path.join(path, MANIFEST)
+        with open(path) as f:
+            return cls(os.fspath(path), json.load(f))
+
+    def speedup(self, artifact):
+        """fp32 latency of the same format / this artifact's latency (None for SavedModels and
+        when the format has no fp32 file)."""
+        fp32 = next((a for a in self.artifacts if a["format"] == artifact["format"]
+                     and a["quantization"] == "fp32"), None)
+        if fp32 is None or artifact["format"] == "saved_model":
+            return None
+        return fp32["latency"]["median_ms"] / artifact["latency"]["median_ms"]
+
+    def table(self):
+        """The artifacts as a text table: size, fidelity, accuracy, latency and int8 speed-up."""
+        rows = [("artifact", "format", "quant", "int8 setting", "size", "max|diff|",
+                 "top-1 agree", "accuracy", "latency", "vs fp32")]
+        for a in self.artifacts:
+            setting = (a.get("int8") or {}).get("kept") or "-"
+            speedup = self.speedup(a)
+            rows.append((a["path"], a["format"], a["quantization"], setting, _human(a["bytes"]),
+                         _fmt(a["max_abs_diff"], "{:.2e}"), _fmt(a["top1_agreement"], "{:.2%}"),
+                         _fmt(a["accuracy"], "{:.2%}"), f"{a['latency']['median_ms']:.2f} ms",
+                         _fmt(speedup, "{:.2f}x")))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        v, machine = self.data["verification"], self.data["machine"]
+        threads = sorted({a["latency"]["threads"] for a in self.artifacts
+                          if a["format"] != "saved_model"})
+        lines.append(f"verified on {v['samples']} images of {v['source']}")
+        lines.append(
+            f"latency: median of {v['latency_repeats']} single-image runs, "
+            f"{'/'.join(map(str, threads))} thread(s), on {machine['model']} ({machine['arch']}, "
+            f"{' '.join(machine['flags']) or 'no SIMD extensions listed'}): this host's CPU, "
+            "not a phone's; vs fp32 = speed-up over the fp32 file of the same format")
+        return "\n".join(lines)
+
+
+def _human(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _fmt(value, pattern):
+    return "-" if value is None else pattern.format(value)
