@@ -17,13 +17,9 @@ def __getattr__(name):
 
     if name in _SUBMODULES:
         return importlib.import_module(f"kres.{name}")
-    if name in ("fit", "TrainConfig"):
-        from kres import training
-
-        return {"fit": training.train, "TrainConfig": training.TrainConfig}[name]
     raise AttributeError(f"module 'kres' has no attribute {name!r}")
 
 
 __all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
-           "pretrained_info", "KresError", "ResNetSpec", "fit", "TrainConfig", "data", "training",
+           "pretrained_info", "KresError", "ResNetSpec", "data", "training",
            "export", "__version__"]

@@ -98,7 +98,9 @@ def load_keras_model(path: str, compile: bool = False):
     file that is missing, not a .keras archive, or not loadable by this Keras."""
     import keras
 
-    import kres.models  # noqa: F401  registers kres' custom layers for deserialisation
+    # Registers kres' custom layers for deserialisation; imported here, not at the top, so that
+    # this ground-floor module does not depend on the models package.
+    import kres.models  # noqa: F401
 
     check_keras_archive(path)
     try:

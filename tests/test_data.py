@@ -171,7 +171,7 @@ def test_tfds_cifar10_trains_a_step(tmp_path):
     with tfds.testing.mock_data(num_examples=16):
         result = train(TrainConfig(model="resnet20", data="tfds:cifar10", out=str(tmp_path / "run"),
                                    epochs=1, batch_size=8, image_size=16, verbose=0))
-    assert result.config["steps_per_epoch_used"] == 2
+    assert result.recipe.steps_per_epoch == 2
     assert result.model.input_shape == (None, 16, 16, 3)
     assert np.isfinite(result.history[0]["loss"])
 

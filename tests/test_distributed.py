@@ -59,14 +59,13 @@ def test_mirrored_strategy_with_sync_batchnorm_matches_one_device(tmp_path):
         synced = train(TrainConfig(out="{tmp_path}/synced", distribute="mirrored", **base))
         local = train(TrainConfig(out="{tmp_path}/local", distribute="mirrored", sync_bn=False, **base))
         print(json.dumps(dict(
-            kinds=[r.config["distribution"] for r in (single, synced)],
-            sync=[synced.config["sync_bn_used"], local.config["sync_bn_used"]],
+            kinds=[r.recipe.distribution for r in (single, synced)],
+            sync=[synced.recipe.sync_bn, local.recipe.sync_bn],
             synced=max_difference(single, synced), local=max_difference(single, local))))
     """, prelude=SPLIT_CPU, KERAS_BACKEND="tensorflow")
     assert result["kinds"][0].startswith("distribute=none (1 replica(s)")
     assert result["kinds"][1].startswith("distribute=mirrored (2 replica(s)")
     assert result["sync"] == [True, False]  # on by default with more than one replica
-    print(result)
     assert result["synced"] < 1e-5
     assert result["local"] > 1e-4  # per-replica batch statistics really do differ
 
@@ -77,8 +76,8 @@ def test_jax_data_parallel_matches_one_device(tmp_path):
         base = {BASE!r}
         single = train(TrainConfig(out="{tmp_path}/single", distribute="none", **base))
         parallel = train(TrainConfig(out="{tmp_path}/parallel", distribute="auto", **base))
-        print(json.dumps(dict(kinds=[r.config["distribution"] for r in (single, parallel)],
-                              backend=parallel.config["backend"],
+        print(json.dumps(dict(kinds=[r.recipe.distribution for r in (single, parallel)],
+                              backend=parallel.recipe.backend,
                               difference=max_difference(single, parallel))))
     """, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert result["backend"] == "jax"
@@ -86,7 +85,6 @@ def test_jax_data_parallel_matches_one_device(tmp_path):
     assert result["kinds"][1].startswith("distribute=data-parallel (2 replica(s), cpu)")
     assert "JAX sees 2 cpu devices" in stdout  # auto says what it chose and why
     # Same global batch, same global BatchNorm statistics: only float summation order differs.
-    print(result)
     assert result["difference"] < 1e-5
 
 

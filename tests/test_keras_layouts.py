@@ -14,7 +14,7 @@ KERAS_APPS = {
     "keras_resnet101v2": keras.applications.ResNet101V2,
     "keras_resnet152v2": keras.applications.ResNet152V2,
 }
-# keras.applications' count_params() (includes BN moving statistics), from FACTS.md.
+# keras.applications' count_params() (includes BN moving statistics), Keras 3.15.
 PUBLISHED_COUNT = {"keras_resnet50": 25_636_712, "keras_resnet101": 44_707_176,
                    "keras_resnet152": 60_419_944, "keras_resnet50v2": 25_613_800}
 

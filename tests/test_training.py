@@ -15,8 +15,10 @@ import pytest
 
 import kres
 import kres.data
+from kres.data import DatasetInfo
 from kres.training import ConfigError, TrainConfig, decay_exempt, make_optimizer, resolve, train
 from kres.training import callbacks as cb
+from kres.training.distribute import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(model="resnet20", data="digits", image_size=16, limit=128, batch_size=32, verbose=0)
@@ -33,28 +35,34 @@ def env_for_subprocess(**extra):
 
 def test_defaults_make_digits_need_no_flag():
     recipe = resolve(TrainConfig(model="resnet20", data="digits"))
-    assert recipe["family"] == "cifar"
-    assert recipe["epochs"] == 30
-    assert recipe["batch_size"] == 128
-    assert recipe["peak_lr"] == pytest.approx(0.1)
-    assert recipe["weight_decay"] == 5e-4
-    assert recipe["label_smoothing"] == 0.0
-    assert recipe["warmup_epochs"] == 2.0
-    assert recipe["out"] == os.path.join("runs", "digits-resnet20")
+    assert recipe.family == "cifar"
+    assert recipe.epochs == 30
+    assert recipe.batch_size == 128
+    assert recipe.peak_lr == pytest.approx(0.1)
+    assert recipe.weight_decay == 5e-4
+    assert recipe.label_smoothing == 0.0
+    assert recipe.warmup_epochs == 2.0
+    assert recipe.out == os.path.join("runs", "digits-resnet20")
+
+
+IMAGENETTE = DatasetInfo(name="imagenette/160px-v2", num_classes=10, image_shape=(160, 160, 3),
+                         class_names=[str(i) for i in range(10)],
+                         splits={"train": 9469, "validation": 1000, "test": 3925})
 
 
 def test_imagenet_family_defaults_and_lr_scaling():
-    recipe = resolve(TrainConfig(model="resnet50", data="tfds:imagenette/160px-v2", batch_size=1024))
-    assert recipe["family"] == "imagenet"
-    assert recipe["epochs"] == 90
-    assert recipe["label_smoothing"] == 0.1
-    assert recipe["peak_lr"] == pytest.approx(0.4)  # 0.1 per 256 images, global batch 1024
-    assert recipe["out"] == os.path.join("runs", "imagenette-160px-v2-resnet50")
+    recipe = resolve(TrainConfig(model="resnet50", data="tfds:imagenette/160px-v2", batch_size=1024),
+                     meta=IMAGENETTE)
+    assert recipe.family == "imagenet"
+    assert recipe.epochs == 90
+    assert recipe.label_smoothing == 0.1
+    assert recipe.peak_lr == pytest.approx(0.4)  # 0.1 per 256 images, global batch 1024
+    assert recipe.out == os.path.join("runs", "imagenette-160px-v2-resnet50")
 
 
 def test_global_batch_must_divide_over_replicas():
     with pytest.raises(ConfigError, match="batch_size=30 is the global batch.*multiple of 4"):
-        resolve(TrainConfig(batch_size=30), replicas=4)
+        resolve(TrainConfig(batch_size=30), Plan("mirrored", "four devices", replicas=4))
 
 
 @pytest.mark.parametrize("field, value, accepted", [
@@ -208,7 +216,7 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path):
 def test_checkpoint_restores_weights_optimizer_and_epoch(tmp_path):
     first = train(TrainConfig(out=str(tmp_path / "a"), epochs=2, **TINY))
     model = _tiny_model()
-    model.compile(optimizer=make_optimizer(model, first.config, 4), loss="categorical_crossentropy")
+    model.compile(optimizer=make_optimizer(model, first.recipe, 4), loss="categorical_crossentropy")
     backup = tmp_path / "a" / "backup"
     assert sorted(os.listdir(backup)) == ["epoch-0001.weights.h5", "epoch-0002.weights.h5",
                                           "state.json"]

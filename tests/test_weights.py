@@ -1,4 +1,4 @@
-"""Pretrained weights (issue 3), offline: timm/torchvision checkpoints against PyTorch reference
+"""Pretrained weights, offline: timm/torchvision checkpoints against PyTorch reference
 networks, the Hugging Face Hub path through huggingface_hub's own cache, Keras Applications files
 through keras.utils.get_file's cache, integrity checks, transfer learning and the tag table."""
 
@@ -55,7 +55,7 @@ def assert_close(name, ours, reference, atol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Acceptance 2: timm / torchvision names, random weights, same logits to 1e-4
+# timm / torchvision names, random weights, same logits to 1e-4
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnext50_32x4d",
@@ -77,7 +77,7 @@ def test_resnet_d_average_pool_matches_on_odd_sizes(checkpoint):
 
 
 # ---------------------------------------------------------------------------------------------
-# Acceptance 3: the Hub path, end to end, with huggingface_hub's real cache and offline mode
+# The Hub path, end to end, with huggingface_hub's real cache and offline mode
 
 
 def put_in_cache(cache, repo, source):
@@ -166,7 +166,7 @@ def test_hub_corrupt_download_is_refused_and_removed(hub, checkpoint):
 
 
 # ---------------------------------------------------------------------------------------------
-# Acceptance 1: Keras Applications through get_file's cache in KERAS_HOME
+# Keras Applications through get_file's cache in KERAS_HOME
 
 
 KERAS_APPS = {"keras_resnet50": ("ResNet50", "resnet"), "keras_resnet50v2": ("ResNet50V2",
@@ -294,7 +294,7 @@ def test_keras_truncated_cached_file_is_refused_and_removed(tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------------------------------------
-# Acceptance 4: transfer learning
+# Transfer learning
 
 
 def converted(state, layer, spec):

@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 
 from kres.errors import ExportError
+from kres.export import metadata as tflite_metadata
 from kres.files import atomic_write_bytes
 
 TFLITE_QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -231,8 +232,6 @@ def to_tflite(model, path, quantization="fp32", *, io="float", calibration=None,
 def write_tflite(flatbuffer, path, input_name, output_names, metadata=None):
     """Tidy the flatbuffer (below), embed ``metadata`` and write it atomically to ``path``."""
     from tensorflow.lite.tools import flatbuffer_utils
-
-    from kres.export import metadata as tflite_metadata
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
     _tidy_tflite(model, input_name, output_names)

@@ -10,6 +10,7 @@ from keras import layers
 from kres.models.blocks import STEM_FNS, UNITS, Pieces, Unit
 from kres.models.layers import ReverseChannels
 from kres.models.registry import REGISTRY
+from kres import weights as weights_lib
 from kres.errors import KresError, suggest
 from kres.models.spec import ResNetSpec
 
@@ -51,9 +52,7 @@ def preprocessing(name, tag=None):
     and ``std`` per channel in pixel units (RGB, 0-255), and ``channel_order``."""
     spec = get_spec(name)
     if tag is not None:  # the checkpoint's own: mean/std, input size, crop, interpolation
-        from kres.weights import pretrained_info
-
-        info = pretrained_info(spec.name, tag).as_dict()
+        info = weights_lib.pretrained_info(spec.name, tag).as_dict()
         keys = ("tag", "preprocessing", "mean", "std", "channel_order", "input_size", "crop_pct",
                 "eval_size", "eval_crop", "interpolation")
         out = {k: info[k] for k in keys}
@@ -185,8 +184,6 @@ def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling
         raise KresError(f"input_shape {spec.input_shape} has a None spatial size; that needs "
                         "include_top=False or features_only=True")
     if weights is not None:
-        from kres import weights as weights_lib
-
         mode = weights_lib.preprocessing_mode(spec.name, weights)
         if mode is not None and mode != spec.preprocessing:  # the tag's own input statistics
             spec = spec.replace(preprocessing=mode)

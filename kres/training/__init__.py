@@ -2,11 +2,16 @@
 
 >>> from kres.training import TrainConfig, train
 >>> result = train(TrainConfig(model="resnet20", data="digits", out="runs/digits-resnet20"))
->>> result.metrics["test_accuracy"]
+>>> result.metrics["test_accuracy"], result.recipe.peak_lr
+
+`train` is `prepare` (plan, recipe, run directory, data), `build` (the compiled model) and `fit`;
+call them one by one to look at or change the model before it trains.
 """
 
-from kres.training.config import ConfigError, TrainConfig, resolve
-from kres.training.loop import TrainResult, decay_exempt, make_optimizer, train
+from kres.errors import ConfigError
+from kres.training.config import Recipe, TrainConfig, resolve
+from kres.training.loop import (Run, TrainResult, build, decay_exempt, fit, make_optimizer,
+                                prepare, train)
 
-__all__ = ["ConfigError", "TrainConfig", "TrainResult", "decay_exempt", "make_optimizer",
-           "resolve", "train"]
+__all__ = ["ConfigError", "Recipe", "Run", "TrainConfig", "TrainResult", "build", "decay_exempt",
+           "fit", "make_optimizer", "prepare", "resolve", "train"]

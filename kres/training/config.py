@@ -1,8 +1,9 @@
-"""What a training run is: `TrainConfig` (what the user asked) and its resolved form.
+"""What a training run is: `TrainConfig` (what the user asked) and `Recipe` (every value used).
 
-Every field left at None takes a per-family default, so `TrainConfig(model="resnet20",
-data="digits")` is a complete recipe. `resolve` fills them in; the resolved dict is what
-config.json records, so a run can be reproduced from it alone.
+Every TrainConfig field left at None takes a per-family default, so `TrainConfig(model="resnet20",
+data="digits")` is a complete recipe. `resolve` decides everything once, after the distribution
+plan is known, into a frozen `Recipe`; config.json records both, so a run can be reproduced from
+it alone. The fields' help texts and choices are the command line's too (tools/train.py).
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import platform
 import re
 
+import keras
+
+from kres import data as kdata
 from kres.errors import ConfigError
+from kres.models import get_spec
 
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
 DISTRIBUTE = ("auto", "none", "mirrored", "tpu", "data-parallel")
@@ -31,6 +37,11 @@ FAMILY_DEFAULTS = {
 DATA_DEFAULTS = {"digits": dict(epochs=30, warmup_epochs=2.0)}
 
 
+def option(default, help, choices=None):
+    """A TrainConfig field with its command-line help (and choices)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run. None means "the default for this model and data".
@@ -40,31 +51,34 @@ class TrainConfig:
     >>> result.metrics["test_accuracy"]
     """
 
-    model: str = "resnet20"
-    data: str = "digits"
-    out: str | None = None  # run directory; default runs/<data>-<model>
-    epochs: int | None = None
-    batch_size: int | None = None  # global batch, summed over all replicas and hosts
-    lr: float | None = None  # peak learning rate for a global batch of 256, scaled linearly
-    weight_decay: float | None = None  # not applied to BatchNorm and bias parameters
-    label_smoothing: float | None = None
-    drop_path_rate: float | None = None  # stochastic depth; default: the model's own
-    warmup_epochs: float | None = None  # linear warm-up, then cosine decay to zero
-    momentum: float = 0.9  # SGD, Nesterov
-    image_size: int | None = None  # square side; default: the dataset's
-    mixed_precision: str = "auto"  # auto: bfloat16 on TPU, float16 on GPU, none on CPU
-    distribute: str = "auto"
-    sync_bn: bool | None = None  # synchronised BatchNorm; default: on with >1 TF replica
-    resume: bool = False
-    data_dir: str | None = None
-    seed: int = 0
-    limit: int | None = None  # use only this many examples of each split (quick runs, tests)
-    steps_per_epoch: int | None = None  # default: one pass over the training split
-    coordinator_address: str | None = None  # multi-host JAX: "host:port" of process 0
-    num_processes: int | None = None
-    process_id: int | None = None
-    multi_host: bool = False  # multi-host JAX on Cloud TPU: jax.distributed.initialize() alone
-    verbose: int | str = "auto"  # progress bar on a terminal, a line per epoch otherwise
+    model: str = option("resnet20", "a kres model name")
+    data: str = option("digits", "digits | tfds:NAME | folder:PATH")
+    out: str | None = option(None, "run directory (default runs/<data>-<model>)")
+    epochs: int | None = option(None, "epochs (default: the family's recipe)")
+    batch_size: int | None = option(None, "global batch, summed over all replicas and hosts")
+    lr: float | None = option(None, "peak learning rate per 256 images, scaled to the batch")
+    weight_decay: float | None = option(None, "not applied to BatchNorm and bias parameters")
+    label_smoothing: float | None = option(None, "label smoothing of the cross-entropy")
+    drop_path_rate: float | None = option(None, "stochastic depth (default: the model's own)")
+    warmup_epochs: float | None = option(None, "linear warm-up, then cosine decay to zero")
+    momentum: float = option(0.9, "SGD momentum (Nesterov)")
+    image_size: int | None = option(None, "square image side (default: the dataset's)")
+    mixed_precision: str = option("auto", "auto: bfloat16 on TPU, float16 on GPU, none on CPU",
+                                  MIXED_PRECISION)
+    distribute: str = option("auto", "how to spread training over devices", DISTRIBUTE)
+    sync_bn: bool | None = option(None, "synchronised BatchNorm (default: on with more than one "
+                                        "TensorFlow replica)")
+    resume: bool = option(False, "continue the run in out (after a kill, or to re-evaluate it)")
+    data_dir: str | None = option(None, "tensorflow-datasets data directory")
+    seed: int = option(0, "seed of initialisation, data order and augmentation")
+    limit: int | None = option(None, "use only this many examples of each split (quick runs)")
+    steps_per_epoch: int | None = option(None, "default: one pass over the training split")
+    coordinator_address: str | None = option(None, "multi-host JAX: host:port of process 0")
+    num_processes: int | None = option(None, "multi-host JAX: number of processes")
+    process_id: int | None = option(None, "multi-host JAX: this process's index")
+    multi_host: bool = option(False, "multi-host JAX on Cloud TPU (jax.distributed.initialize() "
+                                     "discovers the pod)")
+    verbose: int | str = option("auto", "progress bar on a terminal, a line per epoch otherwise")
 
     def check(self) -> None:
         """Raise ConfigError naming the first option whose value cannot be used."""
@@ -86,45 +100,117 @@ class TrainConfig:
             bad("label_smoothing", "a number in [0, 1)")
         if self.drop_path_rate is not None and self.drop_path_rate >= 1:
             bad("drop_path_rate", "a number in [0, 1)")
-        if self.mixed_precision not in MIXED_PRECISION:
-            bad("mixed_precision", ", ".join(MIXED_PRECISION))
-        if self.distribute not in DISTRIBUTE:
-            bad("distribute", ", ".join(DISTRIBUTE))
+        for field in dataclasses.fields(self):
+            choices = field.metadata.get("choices")
+            if choices and getattr(self, field.name) not in choices:
+                bad(field.name, ", ".join(choices))
         if self.image_size is not None and self.image_size < 8:
             bad("image_size", "at least 8 pixels")
-        from kres.models import get_spec
-
         get_spec(self.model)  # an unknown name raises KresError with the closest names
+
+    def run_dir(self) -> str:
+        """``out``, or runs/<data>-<model>."""
+        if self.out:
+            return self.out
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.data.split(":", 1)[-1]).strip("-") or "data"
+        return os.path.join("runs", f"{slug}-{self.model}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A training run with every value decided: what the training code reads and config.json
+    records under "resolved". Built once, by :func:`resolve`."""
+
+    model: str
+    data: str
+    out: str
+    family: str  # "cifar" or "imagenet": whose defaults filled the gaps
+    epochs: int
+    batch_size: int  # global
+    lr: float  # per 256 images
+    peak_lr: float  # lr x batch_size / 256
+    weight_decay: float
+    label_smoothing: float
+    warmup_epochs: float
+    momentum: float
+    drop_path_rate: float | None  # None: the model's own
+    image_size: int
+    channels: int
+    num_classes: int
+    batches_per_epoch: int  # one pass over this host's share of the training split
+    steps_per_epoch: int
+    mixed_precision: str  # none, float16 or bfloat16
+    sync_bn: bool
+    seed: int
+    limit: int | None
+    data_dir: str | None
+    distribution: str  # the plan, in words
+    replicas: int
+    num_processes: int
+    backend: str
+    keras: str
+    python: str
+
+    @property
+    def per_host_batch(self) -> int:
+        return self.batch_size // self.num_processes
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def family_of(model: str) -> str:
-    from kres.models import get_spec
-
     return "cifar" if get_spec(model).family == "cifar" else "imagenet"
 
 
-def default_out(config: TrainConfig) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.data.split(":", 1)[-1]).strip("-") or "data"
-    return os.path.join("runs", f"{slug}-{config.model}")
-
-
-def resolve(config: TrainConfig, *, replicas: int = 1) -> dict:
-    """The run's complete recipe: the config with every default filled in, plus the derived
-    peak learning rate (`lr` x global batch / 256)."""
+def resolve(config: TrainConfig, plan=None, meta=None) -> Recipe:
+    """The run's complete recipe: ``config`` with every default filled in, for the distribution
+    ``plan`` (default: one device) and the dataset described by ``meta`` (default: read from
+    ``config.data``)."""
     config.check()
     family = family_of(config.model)
     defaults = {**FAMILY_DEFAULTS[family], **DATA_DEFAULTS.get(config.data, {})}
-    resolved = dataclasses.asdict(config)
-    for key, value in defaults.items():
-        if resolved.get(key) is None:
-            resolved[key] = value
-    if resolved["out"] is None:
-        resolved["out"] = default_out(config)
-    if resolved["batch_size"] % replicas:
+    value = {k: getattr(config, k) if getattr(config, k) is not None else v
+             for k, v in defaults.items()}
+    replicas = plan.replicas if plan is not None else 1
+    num_processes = plan.num_processes if plan is not None else 1
+    if value["batch_size"] % replicas:
         raise ConfigError(
-            f"batch_size={resolved['batch_size']} is the global batch and must divide evenly "
-            f"over the {replicas} replicas; use a multiple of {replicas}."
-        )
-    resolved["family"] = family
-    resolved["peak_lr"] = resolved["lr"] * resolved["batch_size"] / 256
-    return resolved
+            f"batch_size={value['batch_size']} is the global batch and must divide evenly "
+            f"over the {replicas} replicas; use a multiple of {replicas}.")
+    meta = meta if meta is not None else kdata.info(config.data, data_dir=config.data_dir)
+    batches = _batches_per_epoch(config, meta, value["batch_size"] // num_processes,
+                                 num_processes)
+    platform_name = plan.platform if plan is not None else "cpu"
+    precision = config.mixed_precision
+    if precision == "auto":
+        precision = {"tpu": "bfloat16", "gpu": "float16"}.get(platform_name, "none")
+    sync_bn = config.sync_bn
+    if sync_bn is None:  # per-replica statistics would differ from one-device training
+        sync_bn = plan is not None and plan.strategy is not None and replicas > 1
+    return Recipe(
+        model=config.model, data=config.data, out=config.run_dir(), family=family,
+        epochs=value["epochs"], batch_size=value["batch_size"], lr=value["lr"],
+        peak_lr=value["lr"] * value["batch_size"] / 256, weight_decay=value["weight_decay"],
+        label_smoothing=value["label_smoothing"], warmup_epochs=value["warmup_epochs"],
+        momentum=config.momentum, drop_path_rate=config.drop_path_rate,
+        image_size=config.image_size or meta.image_shape[0], channels=meta.image_shape[2],
+        num_classes=meta.num_classes, batches_per_epoch=batches,
+        steps_per_epoch=config.steps_per_epoch or batches, mixed_precision=precision,
+        sync_bn=bool(sync_bn), seed=config.seed, limit=config.limit, data_dir=config.data_dir,
+        distribution=plan.describe() if plan is not None else "one device (not planned)",
+        replicas=replicas, num_processes=num_processes, backend=keras.backend.backend(),
+        keras=keras.__version__, python=platform.python_version())
+
+
+def _batches_per_epoch(config, meta, per_host_batch, num_processes) -> int:
+    num_train = config.limit or meta.splits["train"]
+    if num_train is None:  # a tfds dataset that does not know its size before preparation
+        num_train = int(kdata.load(config.data, "train", batch_size=1, image_size=8,
+                                   data_dir=config.data_dir).cardinality())
+    batches = (num_train // num_processes) // per_host_batch
+    if batches < 1:
+        raise kdata.DataError(
+            f"{config.data} has {num_train} training examples, fewer than one batch of "
+            f"{per_host_batch} per host; use a smaller batch_size.")
+    return batches

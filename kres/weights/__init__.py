@@ -13,7 +13,8 @@ from kres.errors import KresError
 from kres.weights.convert import adapt_input_conv
 from kres.files import file_hash
 from kres.weights.fetch import expected_hash
-from kres.weights.loading import load_into, load_state_dict, pretrained_for, read_safetensors
+from kres.weights.loading import (WEIGHT_SUFFIXES, load_into, load_state_dict, pretrained_info,
+                                  read_safetensors)
 from kres.weights.table import TABLE, Pretrained
 
 __all__ = ["list_pretrained", "pretrained_info", "preprocessing_mode", "load_into",
@@ -35,19 +36,12 @@ def list_pretrained(pattern="*"):
     return [e.as_dict() for e in rows]
 
 
-def pretrained_info(name, tag="imagenet"):
-    """The table row (a :class:`Pretrained`) of ``tag`` for model ``name``."""
-    return pretrained_for(name, tag)
-
-
 def preprocessing_mode(name, weights):
     """The preprocessing mode ("imagenet", "tf", "caffe") of pretrained ``weights`` for model
     ``name``, or None when ``weights`` is not a pretrained tag (a file path, None)."""
-    from kres.weights.loading import WEIGHT_SUFFIXES
-
     if not isinstance(weights, str) or weights.endswith(WEIGHT_SUFFIXES):
         return None
     try:
-        return pretrained_for(name, weights).mode
+        return pretrained_info(name, weights).mode
     except KresError:
         return None

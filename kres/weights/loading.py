@@ -26,9 +26,10 @@ def say(model, message):
 # Which checkpoint
 
 
-def pretrained_for(name, weights):
-    """The table entry meant by ``weights`` for the model ``name``: ``"imagenet"`` (the default
-    tag), a tag (``"a1_in1k"``), ``"resnet50.a1_in1k"`` or ``"timm/resnet50.a1_in1k"``."""
+def pretrained_info(name, weights="imagenet"):
+    """The table entry (a :class:`Pretrained`) meant by ``weights`` for the model ``name``:
+    ``"imagenet"`` (the default tag), a tag (``"a1_in1k"``), ``"resnet50.a1_in1k"`` or
+    ``"timm/resnet50.a1_in1k"``."""
     tags = sorted(e.tag for e in TABLE.values() if e.model == name)
     text = weights[len("timm/"):] if weights.startswith("timm/") else weights
     model, _, tag = text.rpartition(".")
@@ -262,7 +263,7 @@ def load_into(model, weights, spec=None):
             return load_legacy_h5(model, text)
         return load_state_dict(model, spec, read_safetensors(text), repr(text))
     name = spec.name if spec is not None else model.name
-    entry = pretrained_for(name, text)
+    entry = pretrained_info(name, text)
     if text == "imagenet" and entry.source == "timm":
         say(model, f"weights='imagenet' for {name!r} loads timm's {entry.name!r} "
             f"({entry.top1:.1f}% top-1 at {entry.eval_size}px, licence {entry.license})")
