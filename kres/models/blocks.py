@@ -18,8 +18,8 @@ from keras import layers
 from kres.models.layers import (BlurPool2D, DropPath, HighwayMix, ResidualAdd, StdConv2D,
                                 SymmetricMaxPool, ZeroPadChannels)
 
-# Highway gates start biased towards carrying the input: b_T < 0 (Srivastava et al. 2015 suggest
-# -1, -3, ...; "Training Very Deep Networks", arXiv:1507.06228).
+# Highway gates start biased towards carrying the input: b_T < 0, "e.g. -1, -3" (Srivastava et al.
+# 2015, "Highway Networks", arXiv:1505.00387, Section 2.2).
 HIGHWAY_GATE_BIAS = -1.0
 
 

@@ -132,11 +132,13 @@ class StdConv2D(keras.layers.Conv2D):
         self.epsilon = float(epsilon)
 
     def convolution_op(self, inputs, kernel):
-        # kernel: (kh, kw, in / groups, out); statistics per output filter, biased variance
-        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
-        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
-        kernel = (kernel - mean) / ops.sqrt(var + ops.cast(self.epsilon, kernel.dtype))
-        return super().convolution_op(inputs, kernel)
+        # kernel: (kh, kw, in / groups, out); statistics per output filter, biased variance, in
+        # float32 (epsilon underflows in float16)
+        k = ops.cast(kernel, "float32")
+        mean = ops.mean(k, axis=(0, 1, 2), keepdims=True)
+        var = ops.var(k, axis=(0, 1, 2), keepdims=True)
+        k = (k - mean) / ops.sqrt(var + self.epsilon)
+        return super().convolution_op(inputs, ops.cast(k, kernel.dtype))
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
