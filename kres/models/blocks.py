@@ -124,9 +124,9 @@ class Pieces:
         return x
 
     def stem_pool(self, x, pad="zeros"):
-        """The stem's 2x downsampling after its convolution(s): a 3x3/2 max-pool (padded with
-        zeros after a ReLU, with -inf before one), stride-1 max-pool + BlurPool, or a strided
-        3x3 conv-norm-act (ResNet-RS)."""
+        """The stem's 2x downsampling after its convolution(s): a 3x3/2 max-pool (zero-padded,
+        or -inf-padded as PyTorch pads where the input can be negative), stride-1 max-pool +
+        BlurPool, or a strided 3x3 conv-norm-act (ResNet-RS)."""
         kind = self.spec.stem_pool or "max"
         if kind == "conv":
             return self.conv_norm_act(x, x.shape[-1], 3, "pool1", stride=2)
