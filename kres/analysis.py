@@ -38,14 +38,12 @@ def _all_layers(model):
 
 def feature_info(spec):
     """Channels and stride (input pixels per feature pixel) of each feature level:
-    0 is the stem, then one per stage."""
+    0 is the stem, then one per stage (``output_stride`` caps the stride)."""
     stride = 2 if spec.stem in DOWNSAMPLING_STEMS else 1
     channels = spec.stem_width * (2 if spec.stem == "deep" else 1)
     info = [{"index": 0, "name": "stem", "channels": channels, "stride": stride}]
-    stride *= 2 if spec.stem in DOWNSAMPLING_STEMS else 1  # the stem's max-pool
-    for i, (c, s) in enumerate(zip(spec.out_channels, spec.strides)):
-        stride *= s
-        info.append({"index": i + 1, "name": f"conv{i + 2}", "channels": c, "stride": stride})
+    for i, (c, s) in enumerate(zip(spec.out_channels, spec.stage_strides())):
+        info.append({"index": i + 1, "name": f"conv{i + 2}", "channels": c, "stride": s})
     return info
 
 

@@ -17,7 +17,9 @@ README_ROWS = {re.match(r"\| `([^`]+)`", line).group(1): line
                for line in TABLE.strip().splitlines()[2:]}
 HEAVY = {"resnet1202", "preact_resnet1001", "resnet200", "resnet152", "seresnet152",
          "resnext101_32x8d", "resnext101_64x4d", "wide_resnet101_2", "keras_resnet152",
-         "keras_resnet152v2", "resnetv2_152"}
+         "keras_resnet152v2", "resnetv2_152", "resnetrs152", "resnetrs200", "resnetrs270",
+         "resnetrs350", "resnetrs420", "resnetv2_50x3_bit", "resnetv2_101x3_bit",
+         "resnetv2_152x2_bit", "resnetv2_152x4_bit"}
 
 
 def test_readme_lists_exactly_the_registered_models():

@@ -12,7 +12,8 @@ import keras
 import kres
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "jax_forward.py")
-# A representative sample: every block type, stem and shortcut kind, SE, groups, custom layers.
+# A representative sample: every block type, stem, shortcut and attention kind, SE, groups,
+# GroupNorm, weight standardisation, BlurPool, dilation, custom layers.
 CASES = [
     ("resnet20", {"drop_path_rate": 0.2, "shortcut_scale": "1/L"}),
     ("plain20", {}),
@@ -23,6 +24,11 @@ CASES = [
     ("resnetv2_50", {"input_shape": (64, 64, 3)}),
     ("keras_resnet50", {"input_shape": (64, 64, 3), "include_preprocessing": True}),
     ("keras_resnet50v2", {"input_shape": (64, 64, 3)}),
+    ("resnetv2_50x1_bit", {"input_shape": (64, 64, 3), "output_stride": 16}),
+    ("ecaresnet50d", {"input_shape": (64, 64, 3), "output_stride": 8}),
+    ("resnetblur18", {"input_shape": (64, 64, 3)}),
+    ("resnetrs50", {"input_shape": (64, 64, 3)}),
+    ("highway20", {}),
 ]
 
 

@@ -88,14 +88,9 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
         x = _preprocessing_layer(x, spec, spec.input_shape[-1])
     x, stem_tap = STEM_FNS[spec.stem](x, p)
     taps = [stem_tap]
-    unit_fn, index, last = UNITS[spec.block], 0, spec.num_units - 1
-    for stage, (depth, planes, stride) in enumerate(zip(spec.depths, spec.widths, spec.strides)):
-        for b in range(depth):
-            strided = b == (depth - 1 if spec.stride_in_last_unit else 0)
-            rate = spec.drop_path_rate * index / last if last else 0.0
-            unit = Unit(planes, stride if strided else 1, f"conv{stage + 2}_block{b + 1}", rate)
-            x = unit_fn(x, unit, p)
-            index += 1
+    for stage_units in _units(spec):
+        for unit in stage_units:
+            x = UNITS[spec.block](x, unit, p)
         taps.append(x)
     if spec.preact:  # pre-activation nets end with the BN-ReLU their last unit left out
         x = p.act(p.norm(x, "post_bn"), "post_relu")
@@ -118,6 +113,30 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
     else:
         x = _float32(x, "features")
     return keras.Model(inputs, x, name=spec.name)
+
+
+def _units(spec):
+    """Per stage, its :class:`Unit` list: names, strides, the linear drop-path schedule, and
+    the dilations that replace strides once ``output_stride`` is reached (timm's
+    ``make_blocks``: a unit's first 3x3 keeps the previous unit's dilation)."""
+    index, last = 0, spec.num_units - 1
+    net_stride, dilation = spec.stem_stride, 1
+    stages = []
+    for stage, (depth, planes, stride) in enumerate(zip(spec.depths, spec.widths, spec.strides)):
+        units = []
+        for b in range(depth):
+            strided = b == (depth - 1 if spec.stride_in_last_unit else 0)
+            unit_stride, first_dilation = stride if strided else 1, dilation
+            if unit_stride > 1 and net_stride >= spec.total_stride:
+                dilation *= unit_stride
+                unit_stride = 1
+            net_stride *= unit_stride
+            rate = spec.drop_path_rate * index / last if last else 0.0
+            units.append(Unit(planes, unit_stride, f"conv{stage + 2}_block{b + 1}", rate,
+                              dilation=dilation, first_dilation=first_dilation))
+            index += 1
+        stages.append(units)
+    return stages
 
 
 def _float32(x, name):

@@ -2,6 +2,7 @@
 and registered under the ``kres`` package so saved models load with ``safe_mode=True``."""
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -117,3 +118,71 @@ class ReverseChannels(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class StdConv2D(keras.layers.Conv2D):
+    """Conv2D with weight standardisation (Qiao et al. 2019, arXiv:1903.10520): each output
+    filter is shifted and scaled to zero mean and unit variance before it is applied. BiT pairs it
+    with GroupNorm (Kolesnikov et al. 2020); ``epsilon`` 1e-8 is timm's value for BiT
+    (timm/models/resnetv2.py, ``_create_resnetv2_bit``)."""
+
+    def __init__(self, *args, epsilon=1e-8, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epsilon = float(epsilon)
+
+    def convolution_op(self, inputs, kernel):
+        # kernel: (kh, kw, in / groups, out); statistics per output filter, biased variance, in
+        # float32 (epsilon underflows in float16)
+        k = ops.cast(kernel, "float32")
+        mean = ops.mean(k, axis=(0, 1, 2), keepdims=True)
+        var = ops.var(k, axis=(0, 1, 2), keepdims=True)
+        k = (k - mean) / ops.sqrt(var + self.epsilon)
+        return super().convolution_op(inputs, ops.cast(k, kernel.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class BlurPool2D(keras.layers.Layer):
+    """Anti-aliased downsampling (Zhang 2019, "Making Convolutional Networks Shift-Invariant
+    Again", arXiv:1904.11486): reflect-pad, blur every channel with the binomial filter
+    [1, 2, 1] x [1, 2, 1] / 16, then subsample by ``strides``. No weights (timm's BlurPool2d)."""
+
+    def __init__(self, strides=2, **kwargs):
+        super().__init__(**kwargs)
+        self.strides = int(strides)
+
+    def build(self, input_shape):
+        taps = np.array([1.0, 2.0, 1.0]) / 4.0
+        blur = np.outer(taps, taps).astype("float32")[:, :, None, None]
+        self.filter = np.tile(blur, (1, 1, input_shape[-1], 1))  # depthwise: (3, 3, C, 1)
+
+    def call(self, x):
+        x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        kernel = ops.cast(self.filter, x.dtype)
+        return ops.depthwise_conv(x, kernel, strides=self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        def out(n):
+            return None if n is None else (n - 1) // self.strides + 1
+
+        return (input_shape[0], out(input_shape[1]), out(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "strides": self.strides}
+
+
+@keras.saving.register_keras_serializable(package="kres")
+class HighwayMix(keras.layers.Layer):
+    """``[carry, branch, gate] -> gate * branch + (1 - gate) * carry``: the highway layer of
+    Srivastava et al. 2015 ("Highway Networks", arXiv:1505.00387), with the transform gate
+    ``gate = sigmoid(W_T x + b_T)`` computed beside it."""
+
+    def call(self, inputs):
+        carry, branch, gate = inputs
+        return carry + gate * (branch - carry)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]

@@ -1,6 +1,7 @@
 """What a ResNet is, as data: the :class:`ResNetSpec` dataclass and its validation."""
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from kres.errors import KresError, suggest
@@ -15,10 +16,16 @@ EXPANSION = {
     "keras_v2": 4,
 }
 PREACT_BLOCKS = {"preact_basic", "preact_bottleneck", "keras_v2"}
-STEMS = ("imagenet", "deep", "preact", "keras_v2", "cifar", "cifar_preact")
-DOWNSAMPLING_STEMS = ("imagenet", "deep", "preact", "keras_v2")  # stride-2 conv + max-pool
-SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "none")
+STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit", "cifar", "cifar_preact")
+DOWNSAMPLING_STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit")  # stride-2 conv + pool
+SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "highway", "none")
 PREPROCESSING = ("imagenet", "cifar", "caffe", "tf", "none")
+NORMS = ("batch", "group")
+CONVS = ("plain", "weight_std")
+ATTENTIONS = ("se", "eca", "none")
+DOWNSAMPLES = ("stride", "blur")
+STEM_POOLS = (None, "max", "blur", "conv")
+KERAS_BLOCKS = ("keras_v1", "keras_v2")  # build some convolutions themselves: no conv/blur choice
 
 
 
@@ -38,10 +45,26 @@ class ResNetSpec:
     strides: tuple = (1, 2, 2, 2)
     stem: str = "imagenet"
     stem_width: int = 64
-    shortcut: str = "projection"
+    # How a downsampling stem halves its output: None (its own max-pool), "max", "blur"
+    # (stride-1 max-pool then BlurPool, Zhang 2019) or "conv" (a strided 3x3 conv-norm-act, as
+    # ResNet-RS replaces the pool).
+    stem_pool: object = None
+    shortcut: str = "projection"  # "highway": a learned gate mixes T*F(x) + (1-T)*x
     cardinality: int = 1  # groups of the 3x3 conv (ResNeXt)
     base_width: int = 64  # bottleneck width = floor(planes * base_width / 64) * cardinality
     se_ratio: float = 0.0  # squeeze-and-excitation reduction ratio, 0 = off
+    # Channel attention after the last norm of a branch: "se" (squeeze-excitation, on when
+    # se_ratio > 0), "eca" (Wang et al. 2020: one k-tap convolution across channels) or "none".
+    attention: str = "se"
+    # How strided units downsample: "stride" (the strided 3x3 conv) or "blur" (the conv at
+    # stride 1, then BlurPool after its activation: anti-aliased, Zhang 2019).
+    downsample: str = "stride"
+    norm: str = "batch"  # "batch" or "group" (GroupNorm with norm_groups groups)
+    norm_groups: int = 32
+    conv: str = "plain"  # "plain" or "weight_std" (weight-standardised, Qiao et al. 2019)
+    # Stride of the last feature map: None keeps the network's own; smaller values (8, 16 on
+    # ImageNet models) turn the later strides into dilations, as DeepLab does.
+    output_stride: object = None
     dropout: float = 0.0  # dropout between the two convs of a unit (Wide ResNet)
     drop_path_rate: float = 0.0  # stochastic depth of the last unit, linear from 0
     shortcut_scale: object = 1.0  # "a" in y = a*x + h*F(x); a number or "1/L"
@@ -78,11 +101,52 @@ class ResNetSpec:
         return tuple(w * self.expansion for w in self.widths)
 
     @property
-    def total_stride(self):
-        total = 4 if self.stem in DOWNSAMPLING_STEMS else 1
+    def stem_stride(self):
+        return 4 if self.stem in DOWNSAMPLING_STEMS else 1
+
+    @property
+    def natural_stride(self):
+        """Input pixels per pixel of the last feature map without dilation."""
+        total = self.stem_stride
         for s in self.strides:
             total *= s
         return total
+
+    @property
+    def total_stride(self):
+        """Input pixels per pixel of the last feature map (output_stride caps it)."""
+        return self.natural_stride if self.output_stride is None else self.output_stride
+
+    def stage_strides(self):
+        """Input pixels per feature pixel at the end of each stage: once output_stride is
+        reached, the remaining strides become dilations."""
+        out, total = [], self.stem_stride
+        for s in self.strides:
+            total *= s
+            out.append(min(total, self.total_stride))
+        return tuple(out)
+
+    def output_strides(self):
+        """The output_stride values this network accepts: powers of two from its stem's stride
+        to its natural stride (8, 16 and 32 for ImageNet models, as DeepLab uses)."""
+        values, s = [], self.stem_stride
+        while s <= self.natural_stride:
+            values.append(s)
+            s *= 2
+        return tuple(values)
+
+    def normalised_channels(self):
+        """Every channel count a norm layer sees (GroupNorm needs each divisible by its groups)."""
+        channels = {self.stem_width}
+        if self.stem == "deep":
+            channels.add(self.stem_width * 2)
+        for planes in self.widths:
+            channels.add(planes * self.expansion)
+            if self.expansion == 4:
+                channels.add(math.floor(planes * self.base_width / 64) * self.cardinality)
+            else:
+                channels.add(planes)
+        return sorted(channels)
 
     def replace(self, **overrides):
         """A copy with ``overrides`` applied; unknown fields and bad values raise KresError."""
@@ -121,6 +185,37 @@ class ResNetSpec:
             bad("invalid widths", self.widths, "positive integers")
         if any(s not in (1, 2) for s in self.strides):
             bad("invalid strides", self.strides, "1 or 2 per stage")
+        choices = (("norm", NORMS), ("conv", CONVS), ("attention", ATTENTIONS),
+                   ("downsample", DOWNSAMPLES), ("stem_pool", STEM_POOLS))
+        for key, accepted in choices:
+            if getattr(self, key) not in accepted:
+                bad(f"unknown {key}", getattr(self, key), ", ".join(map(repr, accepted)))
+        if self.stem_pool is not None and self.stem not in DOWNSAMPLING_STEMS:
+            bad(f"stem_pool (the {self.stem!r} stem has no pooling to replace)", self.stem_pool,
+                "None")
+        if self.block in KERAS_BLOCKS and (self.conv, self.downsample) != ("plain", "stride"):
+            bad(f"(conv, downsample) (the {self.block!r} block builds its own convolutions)",
+                (self.conv, self.downsample), "('plain', 'stride')")
+        if self.conv == "weight_std" and self.preact and self.zero_init_last:
+            # A zero kernel standardises to zero with a gradient scaled by 1/sqrt(eps).
+            bad("zero_init_last (weight standardisation cannot train the zeroed last "
+                "convolution of pre-activation units)", self.zero_init_last,
+                "False with conv='weight_std'")
+        if self.shortcut == "highway" and (self.shortcut_scale, self.step_size) != (1.0, 1.0):
+            bad("(shortcut_scale, step_size) (a highway gate sets the mix itself)",
+                (self.shortcut_scale, self.step_size), "(1.0, 1.0) with shortcut='highway'")
+        if not isinstance(self.norm_groups, int) or self.norm_groups < 1:
+            bad("invalid norm_groups", self.norm_groups, "a positive integer")
+        if self.norm == "group":
+            odd = [c for c in self.normalised_channels() if c % self.norm_groups]
+            if odd:
+                bad(f"norm_groups (GroupNorm splits channels {odd} into equal groups)",
+                    self.norm_groups, "a divisor of every channel count")
+        if self.output_stride is not None and (
+                isinstance(self.output_stride, bool)
+                or self.output_stride not in self.output_strides()):
+            bad("invalid output_stride", self.output_stride,
+                f"None or one of {', '.join(map(str, self.output_strides()))}")
         if self.cardinality < 1 or self.base_width < 1:
             bad("invalid cardinality/base_width", (self.cardinality, self.base_width),
                 "positive integers")

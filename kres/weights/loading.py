@@ -164,8 +164,9 @@ def load_state_dict(model, spec, state, origin):
     """Loads a timm / torchvision state dict (name -> NumPy array) into a kres model."""
     if spec is None or convert.scheme(spec) is None:
         raise KresError(f"{origin}: timm/torchvision checkpoints load into the ImageNet ResNets "
-                        f"(resnet*, resnet*d, resnext*, wide_resnet*, seresnet*, resnetv2_*), "
-                        f"not into {getattr(spec, 'name', model.name)!r}")
+                        f"(resnet*, resnet*d, resnext*, wide_resnet*, seresnet*, resnetrs*, "
+                        f"ecaresnet*, resnetblur*, resnetv2_*), not into "
+                        f"{getattr(spec, 'name', model.name)!r}")
 
     def arrays(layer):
         prefix = convert.torch_prefix(layer.name, spec)

@@ -2,7 +2,8 @@
 how well it does and how its inputs must be prepared.
 
 Top-1 figures are the sources' own: timm's ``results/results-imagenet.csv`` (evaluated at
-``eval_size`` with ``eval_crop``) and the Keras Applications documentation table. Preprocessing
+``eval_size`` with ``eval_crop``; the rows added with ResNet-RS, BiT, ECA and ResNet-Blur come from
+its version at commit aa4b585) and the Keras Applications documentation table. Preprocessing
 (``mean``/``std`` in 0-255 pixel units, RGB) is taken from timm's ``default_cfgs`` for each tag and
 from ``keras.applications.imagenet_utils`` for the Keras files.
 """
@@ -189,6 +190,35 @@ _add("seresnext101_32x4d", "gluon_in1k", 80.892, GLUON, default=True)
 # timm's ResNetV2 (pre-activation, BatchNorm): Inception mean/std, i.e. inputs in [-1, 1].
 _add("resnetv2_50", "a1h_in1k", 81.398, RSB, mode="tf", default=True)
 _add("resnetv2_101", "a1h_in1k", 83.002, RSB, mode="tf", default=True)
+# ResNet-RS, ported by timm from the TensorFlow TPU ResNet-RS checkpoints. No separate test crop:
+# evaluated at test_input_size with crop_pct.
+RS = dict(license=APACHE, interpolation="bicubic")
+for _d, _top1, _size, _crop, _eval in ((50, 79.934, 160, 0.91, 224), (101, 82.288, 192, 0.94, 288),
+                                       (152, 83.710, 256, 1.0, 320), (200, 84.448, 256, 1.0, 320),
+                                       (270, 84.438, 256, 1.0, 352), (350, 84.710, 288, 1.0, 384),
+                                       (420, 85.010, 320, 1.0, 416)):
+    _add(f"resnetrs{_d}", "tf_in1k", _top1, RS, input_size=_size, crop_pct=_crop, eval_size=_eval,
+         eval_crop=_crop, default=True)
+# BiT (Google's checkpoints, timm/models/resnetv2.py): Inception mean/std; ImageNet-21k
+# pre-training fine-tuned on ImageNet-1k at 448 (152x4: 480), or distilled at 224. The
+# ImageNet-21k-only tags (21,843 classes) have no ImageNet-1k top-1 and are not listed.
+BIT = dict(license=APACHE, mode="tf", input_size=448, crop_pct=1.0, eval_size=448, eval_crop=1.0)
+BIT224 = dict(license=APACHE, mode="tf", interpolation="bicubic")
+_add("resnetv2_50x1_bit", "goog_distilled_in1k", 82.820, BIT224, default=True)
+_add("resnetv2_50x1_bit", "goog_in21k_ft_in1k", 80.386, BIT)
+_add("resnetv2_50x3_bit", "goog_in21k_ft_in1k", 83.982, BIT, default=True)
+_add("resnetv2_101x1_bit", "goog_in21k_ft_in1k", 82.332, BIT, default=True)
+_add("resnetv2_101x3_bit", "goog_in21k_ft_in1k", 84.430, BIT, default=True)
+_add("resnetv2_152x2_bit", "goog_teacher_in21k_ft_in1k", 82.918, BIT224, default=True)
+_add("resnetv2_152x2_bit", "goog_teacher_in21k_ft_in1k_384", 83.858, BIT224, input_size=384,
+     crop_pct=1.0, eval_size=384, eval_crop=1.0)
+_add("resnetv2_152x2_bit", "goog_in21k_ft_in1k", 84.468, BIT)
+_add("resnetv2_152x4_bit", "goog_in21k_ft_in1k", 84.936, BIT, input_size=480, eval_size=480,
+     default=True)
+# ECA-ResNet-D (Alibaba MIIL) and ResNet-Blur (timm); the other resnetblur* have no weights.
+_add("ecaresnet50d", "miil_in1k", 81.648, TT, default=True)
+_add("ecaresnet101d", "miil_in1k", 83.006, TT, default=True)
+_add("resnetblur50", "bt_in1k", 80.248, TT, default=True)
 
 # Keras Applications (top-1 from the keras.io applications table; input 224, no published crop).
 # v1 files are Kaiming He's Caffe ResNets (MIT licence) converted by the Keras team; v2 files
