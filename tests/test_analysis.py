@@ -217,6 +217,12 @@ def test_outputs_converge_as_depth_grows_with_step_one_over_depth(digits):
     assert result["distances"][-1] == 0.0
 
 
+def test_ode_depths_must_increase():
+    with pytest.raises(kres.KresError, match=r"invalid depths \[4, 2\]: accepted are at least "
+                                             "two increasing positive integers"):
+        ode_convergence("resnet20", np.zeros((2, 32, 32, 3)), depths=(4, 2))
+
+
 def test_a_first_stage_that_changes_width_is_not_an_ode(digits):
     with pytest.raises(kres.KresError, match="model 'resnet50' cannot be built as an ODE stage"):
         ode_convergence("resnet50", np.zeros((2, 32, 32, 3)), depths=(1, 2))
