@@ -8,7 +8,8 @@ import pytest
 
 import keras
 import kres
-from kres.analysis import describe, table_row
+from kres.analysis import describe
+from tools.model_table import table_row
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 TABLE = re.search(r"<!-- model-table:start -->(.*?)<!-- model-table:end -->",

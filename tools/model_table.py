@@ -9,10 +9,19 @@ import pathlib
 import re
 
 import kres
-from kres.analysis import TABLE_HEADER, table_row
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- model-table:start -->", "<!-- model-table:end -->"
+TABLE_HEADER = ("| model | family | architecture | trainable params | GMACs | input | paper |\n"
+                "|---|---|---|---:|---:|---|---|")
+
+
+def table_row(info):
+    """One row of the README's model table, from a :func:`kres.model_info` dict."""
+    h, w, c = info["input_shape"]
+    return (f"| `{info['name']}` | {info['family']} | {info['architecture']} | "
+            f"{info['trainable_params']:,} | {info['macs'] / 1e9:.2f} | {h}x{w}x{c} | "
+            f"{info['reference'].split(' (')[0]} |")
 
 
 def table(pattern="*"):

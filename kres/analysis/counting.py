@@ -1,4 +1,4 @@
-"""Counting what a built model costs: parameters and multiply-accumulates."""
+"""Counting what a built model costs: parameters, multiply-accumulates and feature levels."""
 
 import keras
 import numpy as np
@@ -79,15 +79,3 @@ def model_info(name, **overrides):
         **describe(model, spec),
     }
     return info
-
-
-TABLE_HEADER = ("| model | family | architecture | trainable params | GMACs | input | paper |\n"
-                "|---|---|---|---:|---:|---|---|")
-
-
-def table_row(info):
-    """One row of the README's model table."""
-    h, w, c = info["input_shape"]
-    return (f"| `{info['name']}` | {info['family']} | {info['architecture']} | "
-            f"{info['trainable_params']:,} | {info['macs'] / 1e9:.2f} | {h}x{w}x{c} | "
-            f"{info['reference'].split(' (')[0]} |")
