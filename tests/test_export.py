@@ -627,3 +627,32 @@ def test_imagenet_size_int8_files_are_at_most_30_percent_of_fp32(tmp_path):
             convert(model, path, q, calibration=calibration if q == "int8" else None)
             sizes[format, q] = os.path.getsize(path)
         assert sizes[format, "int8"] <= 0.30 * sizes[format, "fp32"], sizes
+
+
+def test_features_only_backbone_exports_with_one_named_output_per_stage(tmp_path):
+    # A detection/segmentation backbone: several feature maps, compared with Keras output by
+    # output (by name), int8 gated on relative error since there are no classes to agree on.
+    model = kres.build("resnet20", features_only=True, input_shape=(32, 32, 1),
+                       include_preprocessing=True)
+    names = ["stem", "stage1", "stage2", "stage3"]
+    assert model.output_names == names
+    manifest = kres.export.export(model, tmp_path / "out", data="digits", formats="tflite,onnx",
+                                  quantize="fp32,int8", verify_samples=32, latency_repeats=3)
+    assert [(a["format"], a["quantization"]) for a in manifest.artifacts] == [
+        ("tflite", "fp32"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
+    for artifact in manifest.artifacts:
+        assert [o["name"] for o in artifact["outputs"]] == names, artifact["path"]
+        assert artifact["top1_agreement"] is None and artifact["accuracy"] is None
+        limit = 1e-4 if artifact["quantization"] == "fp32" else 0.1
+        assert artifact["relative_error"] <= limit, artifact
+    assert manifest.data["labels"] is None and manifest.data["num_classes"] is None
+    assert not (tmp_path / "out" / "labels.txt").exists()
+    images, _ = kres.data.arrays("digits", "test", limit=4)
+    expected = dict(zip(names, (np.asarray(y) for y in model(images, training=False))))
+    for artifact in manifest.artifacts:
+        got = kres.export.load(tmp_path / "out" / artifact["path"]).predict(images)
+        assert list(got) == names
+        for name in names:
+            assert got[name].shape == expected[name].shape
+        if artifact["quantization"] == "fp32":
+            assert max(np.abs(got[n] - expected[n]).max() for n in names) <= 1e-4

@@ -19,7 +19,7 @@ that returns a matplotlib figure. Gradients use TensorFlow (``tf.GradientTape``)
 >>> plot_gradient_flow(gradient_flow(model, x, y))
 """
 
-from kres.analysis.counting import count_macs, count_params, describe, feature_info, model_info
+from kres.analysis.counting import count_macs, count_params, describe, model_info
 from kres.analysis.dynamics import gradient_flow, residual_ratios
 from kres.analysis.bounds import conv_gain, jacobian_norm, layer_gain, lipschitz, sensitivity
 from kres.analysis.ode import ode_convergence
@@ -27,7 +27,7 @@ from kres.analysis.plots import (plot_gradient_flow, plot_lipschitz, plot_ode_co
                                  plot_residual_ratios)
 from kres.analysis.units import ResidualUnit, find_units
 
-__all__ = ["count_macs", "count_params", "describe", "feature_info", "model_info",
+__all__ = ["count_macs", "count_params", "describe", "model_info",
            "gradient_flow", "residual_ratios", "lipschitz", "ode_convergence", "find_units",
            "ResidualUnit", "layer_gain", "conv_gain", "jacobian_norm", "sensitivity",
            "plot_gradient_flow", "plot_residual_ratios", "plot_lipschitz", "plot_ode_convergence"]

@@ -4,7 +4,6 @@ import keras
 import numpy as np
 
 from kres.models import build, get_spec
-from kres.models.spec import DOWNSAMPLING_STEMS
 
 
 def count_params(weights):
@@ -36,24 +35,13 @@ def _all_layers(model):
             yield layer
 
 
-def feature_info(spec):
-    """Channels and stride (input pixels per feature pixel) of each feature level:
-    0 is the stem, then one per stage (``output_stride`` caps the stride)."""
-    stride = 2 if spec.stem in DOWNSAMPLING_STEMS else 1
-    channels = spec.stem_width * (2 if spec.stem == "deep" else 1)
-    info = [{"index": 0, "name": "stem", "channels": channels, "stride": stride}]
-    for i, (c, s) in enumerate(zip(spec.out_channels, spec.stage_strides())):
-        info.append({"index": i + 1, "name": f"conv{i + 2}", "channels": c, "stride": s})
-    return info
-
-
 def describe(model, spec):
     """The numbers of a built model as a plain dict."""
     return {
         "trainable_params": count_params(model.trainable_weights),
         "total_params": count_params(model.weights),
         "macs": count_macs(model),
-        "feature_info": feature_info(spec),
+        "feature_info": spec.feature_info(),
     }
 
 

@@ -265,6 +265,13 @@ def _tidy_tflite(model, input_name, output_names):
     names.update({i: output_names[k] for k, i in enumerate(subgraph.outputs) if i not in names})
     for index, tensor in enumerate(subgraph.tensors):
         tensor.name = names[index].encode() if index in names else None
+    # The converter lists a multi-output model's outputs in no particular order; list them in
+    # the Keras model's (stem, stage1, ...), which the interpreter's output details follow.
+    order = {name: k for k, name in enumerate(output_names)}
+    if all(names.get(i) in order for i in subgraph.outputs):
+        subgraph.outputs = sorted(subgraph.outputs, key=lambda i: order[names[i]])
+        if signature is not None:
+            signature.outputs = sorted(signature.outputs, key=lambda e: order[names[e.tensorIndex]])
 
 
 # ------------------------------------------------------------------------------------- ONNX

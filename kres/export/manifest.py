@@ -53,13 +53,15 @@ class Manifest:
 
     def table(self):
         """The artifacts as a text table: size, fidelity, accuracy, latency and int8 speed-up."""
-        rows = [("artifact", "format", "quant", "int8 setting", "size", "max|diff|",
+        rows = [("artifact", "format", "quant", "int8 setting", "size", "max|diff|", "rel err",
                  "top-1 agree", "accuracy", "latency", "vs fp32")]
         for a in self.artifacts:
             setting = (a.get("int8") or {}).get("kept") or "-"
             speedup = self.speedup(a)
             rows.append((a["path"], a["format"], a["quantization"], setting, _human(a["bytes"]),
-                         _fmt(a["max_abs_diff"], "{:.2e}"), _fmt(a["top1_agreement"], "{:.2%}"),
+                         _fmt(a["max_abs_diff"], "{:.2e}"),
+                         _fmt(a.get("relative_error"), "{:.2e}"),
+                         _fmt(a["top1_agreement"], "{:.2%}"),
                          _fmt(a["accuracy"], "{:.2%}"), f"{a['latency']['median_ms']:.2f} ms",
                          _fmt(speedup, "{:.2f}x")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -40,15 +40,18 @@ GENERATED_SIZE = 224  # side of generated images for models with a free input si
 class Tolerances:
     """When an artifact counts as the Keras model. fp32 files: outputs within ``max_abs_diff``,
     or ``max_rel_diff`` times the largest Keras output when that is more (a random-weight
-    ResNet-50 has logits near 6000, where one float32 step is 5e-4). Quantised files: top-1
-    agreement of at least ``min_agreement`` on real held-out images."""
+    ResNet-50 has logits near 6000, where one float32 step is 5e-4). Quantised classifiers: top-1
+    agreement of at least ``min_agreement`` on real held-out images. Quantised models with
+    other outputs (feature maps): every output's relative error ||got - keras|| / ||keras|| at
+    most ``max_quantized_error``."""
 
     max_abs_diff: float = 1e-4
     max_rel_diff: float = 1e-5
     min_agreement: float = 0.98
+    max_quantized_error: float = 0.1
 
     def __post_init__(self):
-        for name in ("max_abs_diff", "max_rel_diff"):
+        for name in ("max_abs_diff", "max_rel_diff", "max_quantized_error"):
             if not getattr(self, name) >= 0:
                 raise ExportError(f"{name}={getattr(self, name)!r}: accepted is a number >= 0")
         if not 0 <= self.min_agreement <= 1:
@@ -56,7 +59,9 @@ class Tolerances:
                               "in [0, 1], e.g. 0.98")
 
     def fp32_limit(self, expected):
-        return max(self.max_abs_diff, self.max_rel_diff * float(np.abs(expected).max()))
+        values = expected.values() if isinstance(expected, dict) else [expected]
+        return max(self.max_abs_diff,
+                   self.max_rel_diff * max(float(np.abs(v).max()) for v in values))
 
 
 @dataclasses.dataclass
@@ -112,6 +117,8 @@ def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
     held_out = held_out_images(model, data, data_dir, verify_samples=verify_samples,
                                calibration_samples=calibration_samples if "int8" in quantize
                                else 0, calibration=calibration)
+    if not is_classifier(model):  # feature maps: class labels say nothing about them
+        held_out.labels = held_out.truth = None
     plan = _plan(formats, quantize, explicit, held_out, io)
     reference = KerasRunner(model)
     expected = reference.predict(held_out.images)
@@ -243,12 +250,12 @@ def produce(model, fmt, quantization, staging, held_out, expected, tolerances, *
         f"{model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
     path = os.path.join(staging, name)
     limit = tolerances.fp32_limit(expected)
-    gate = tolerances.min_agreement if held_out.truth is not None else None
 
     def check(candidate):
         runner = load(candidate, threads=threads, verify=False)
         entry = _compare(runner.predict(held_out.images), expected, held_out.truth)
-        entry["problem"] = _problem(quantization, entry, limit, gate)
+        entry["problem"] = _problem(quantization, entry, limit, tolerances,
+                                    labelled=held_out.truth is not None)
         return entry
 
     extra = {}
@@ -291,23 +298,50 @@ def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
 
 
 def _compare(got, expected, truth):
-    finite = bool(np.isfinite(got).all())
+    """How far an artifact's outputs are from Keras'. A classifier (one output) also gets top-1
+    agreement and accuracy; several outputs (feature maps) are matched by name."""
+    if isinstance(expected, dict):
+        if not isinstance(got, dict) or set(got) != set(expected):
+            names = sorted(got) if isinstance(got, dict) else ["one unnamed output"]
+            return {"max_abs_diff": float("nan"), "relative_error": float("nan"),
+                    "top1_agreement": None, "accuracy": None,
+                    "outputs": f"named {', '.join(names)}; Keras names {', '.join(expected)}"}
+        pairs = [(got[k], expected[k]) for k in expected]
+    else:
+        pairs = [(got, expected)]
+    if not all(np.isfinite(g).all() for g, _ in pairs):
+        diff = relative = float("nan")
+    else:
+        diff = max(float(np.abs(g - e).max()) for g, e in pairs)
+        relative = max(float(np.linalg.norm(g - e) / max(np.linalg.norm(e), 1e-12))
+                       for g, e in pairs)
+    classifier = not isinstance(expected, dict) and expected.ndim == 2
     return {
-        "max_abs_diff": float(np.abs(got - expected).max()) if finite else float("nan"),
-        "top1_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean()),
-        "accuracy": None if truth is None else float((got.argmax(-1) == truth).mean()),
+        "max_abs_diff": diff,
+        "relative_error": relative,
+        "top1_agreement": float((got.argmax(-1) == expected.argmax(-1)).mean())
+        if classifier else None,
+        "accuracy": float((got.argmax(-1) == truth).mean())
+        if classifier and truth is not None else None,
     }
 
 
-def _problem(quantization, entry, limit, min_agreement):
+def _problem(quantization, entry, limit, tolerances, labelled):
     diff = entry["max_abs_diff"]
+    if "outputs" in entry:
+        return f"outputs {entry['outputs']}"
     if not np.isfinite(diff):
         return "outputs are not finite (NaN or inf)"
     if quantization == "fp32" and diff > limit:
         return f"max abs difference from Keras {diff:.3g} > {limit:.3g}"
-    if quantization != "fp32" and min_agreement is not None \
-            and entry["top1_agreement"] < min_agreement:
-        return f"top-1 agreement with Keras {entry['top1_agreement']:.2%} < {min_agreement:.0%}"
+    if quantization == "fp32":
+        return None
+    agreement = entry["top1_agreement"]
+    if agreement is not None and labelled and agreement < tolerances.min_agreement:
+        return f"top-1 agreement with Keras {agreement:.2%} < {tolerances.min_agreement:.0%}"
+    if agreement is None and entry["relative_error"] > tolerances.max_quantized_error:
+        return (f"relative error of the outputs {entry['relative_error']:.2%} > "
+                f"{tolerances.max_quantized_error:.0%}")
     return None
 
 
@@ -316,10 +350,15 @@ def _cpu_fields():
     return {"cpu": cpu["model"], "cpu_flags": cpu["flags"]}
 
 
+def is_classifier(model):
+    """One output of class scores (N, classes), as opposed to feature maps."""
+    return len(model.outputs) == 1 and len(model.outputs[0].shape) == 2
+
+
 def classifier_metadata(model, labels):
     """What the TFLite files tell a phone app (:mod:`kres.export.metadata`), or None for models
     that are not image classifiers (several outputs, or feature maps)."""
-    if len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
+    if not is_classifier(model):
         return None
     channels = int(model.inputs[0].shape[-1])
     preprocessing = _preprocessing(model)
@@ -356,11 +395,13 @@ def _manifest(model, source, keras_entry, held_out, tolerances, fp32_limit, late
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {**source, "name": model.name,
                    "input_shape": list(model.inputs[0].shape[1:]),
-                   "output_shape": list(model.outputs[0].shape[1:]), "keras": keras_entry},
+                   "output_shape": list(model.outputs[0].shape[1:]) if len(model.outputs) == 1
+                   else {n: list(o.shape[1:]) for n, o in zip(model.output_names, model.outputs)},
+                   "keras": keras_entry},
         "preprocessing": _preprocessing(model),
         "labels": "labels.txt" if held_out.labels else None,
-        "num_classes": len(held_out.labels) if held_out.labels
-        else int(model.outputs[0].shape[-1]),
+        "num_classes": None if not is_classifier(model)
+        else len(held_out.labels) if held_out.labels else int(model.outputs[0].shape[-1]),
         "calibration": None if held_out.calibration is None else {
             "source": held_out.calibration_source, "samples": len(held_out.calibration)},
         "verification": {"source": held_out.source, "samples": len(held_out.images),

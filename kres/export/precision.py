@@ -105,8 +105,9 @@ def search(quantizer, fmt, path, check, layer_names):
         write(quantizer, path, setting)
         entry = check(path)
         tries.append({**setting.as_dict(), "top1_agreement": entry["top1_agreement"],
-                      "accuracy": entry["accuracy"], "passed": entry["problem"] is None})
-        if best is None or entry["top1_agreement"] > best[1]["top1_agreement"]:
+                      "relative_error": entry["relative_error"], "accuracy": entry["accuracy"],
+                      "passed": entry["problem"] is None})
+        if best is None or _score(entry) > _score(best[1]):
             best = (setting, entry)
         if entry["problem"] is None:
             break
@@ -118,12 +119,26 @@ def search(quantizer, fmt, path, check, layer_names):
               "error_measured_on": f"{ERROR_IMAGES} calibration images"}
     if not tries[-1]["passed"]:
         worst = ", ".join(f"{e.layer} ({e.relative_error:.1%})" for e in errors[:WORST_REPORTED])
-        tried = ", ".join(f"{t['setting']} {t['top1_agreement']:.2%}" for t in tries)
+        tried = ", ".join(f"{t['setting']} {_fidelity(t)}" for t in tries)
+        target = "agreement" if entry["top1_agreement"] is not None else "error"
         entry = {**entry, "problem": (
-            f"no int8 setting reached the agreement target; tried {tried}; best "
-            f"{setting.name} at {entry['top1_agreement']:.2%}. Layers with the largest int8 "
-            f"error: {worst or 'none measured'}")}
+            f"no int8 setting reached the {target} target; tried {tried}; best {setting.name} "
+            f"at {_fidelity(entry)}. Layers with the largest int8 error: "
+            f"{worst or 'none measured'}")}
     return entry, report
+
+
+def _score(entry):
+    """Higher is closer to Keras: top-1 agreement for classifiers, else minus relative error."""
+    if entry["top1_agreement"] is not None:
+        return entry["top1_agreement"]
+    return -entry["relative_error"] if np.isfinite(entry["relative_error"]) else -np.inf
+
+
+def _fidelity(entry):
+    if entry["top1_agreement"] is not None:
+        return f"{entry['top1_agreement']:.2%}"
+    return f"{entry['relative_error']:.2%} relative error"
 
 
 def write(quantizer, path, setting):

@@ -33,13 +33,20 @@ class Runner:
         self.path, self.threads = os.fspath(path), threads
 
     def predict(self, images, batch_size=64):
-        """Outputs (float32) for a batch of float32 raw images (N, H, W, C)."""
+        """Outputs (float32) for a batch of float32 raw images (N, H, W, C): an array for a
+        one-output model, else a dict {output name: array} (a ``features_only`` backbone's
+        ``stem``, ``stage1``...), the same names in every format."""
         images = np.asarray(images, np.float32)
         if images.ndim != 4:
             raise ExportError(f"predict expects a batch of images (N, H, W, C); got shape "
                               f"{images.shape}")
-        return np.concatenate([np.asarray(self._predict(images[i:i + batch_size]), np.float32)
-                               for i in range(0, len(images), batch_size)])
+        batches = [self._predict(images[i:i + batch_size])
+                   for i in range(0, len(images), batch_size)]
+        outputs = [np.concatenate([np.asarray(b[k], np.float32) for b in batches])
+                   for k in range(len(self.outputs))]
+        if len(outputs) == 1:
+            return outputs[0]
+        return {o["name"]: y for o, y in zip(self.outputs, outputs)}
 
     def latency(self, image, repeats=50, warmup=5):
         """Wall time of ``predict`` on one image, repeated: ``{"median_ms", "p90_ms",
@@ -88,7 +95,7 @@ class TFLiteRunner(Runner):
         self.delegate = "XNNPACK (LiteRT's default CPU delegate)"
         self.interpreter = Interpreter(model_path=self.path, num_threads=threads)
         self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
+        self._outputs = self.interpreter.get_output_details()
         self._batch = None
 
         def describe(detail):
@@ -96,7 +103,7 @@ class TFLiteRunner(Runner):
             q = {"scale": float(scale), "zero_point": int(zero_point)} if scale else None
             return _tensor(detail["name"], detail["shape_signature"], detail["dtype"], q)
 
-        self.inputs, self.outputs = [describe(self._input)], [describe(self._output)]
+        self.inputs, self.outputs = [describe(self._input)], [describe(o) for o in self._outputs]
 
     def _predict(self, images):
         if self._batch != len(images):
@@ -106,7 +113,7 @@ class TFLiteRunner(Runner):
             self._batch = len(images)
         self.interpreter.set_tensor(self._input["index"], _quantize(images, self._input))
         self.interpreter.invoke()
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+        return [_dequantize(self.interpreter.get_tensor(o["index"]), o) for o in self._outputs]
 
 
 def _quantize(x, detail):
@@ -149,7 +156,7 @@ class OnnxRunner(Runner):
         self.outputs = [describe(v) for v in self.session.get_outputs()]
 
     def _predict(self, images):
-        return self.session.run(None, {self.inputs[0]["name"]: images})[0]
+        return self.session.run(None, {self.inputs[0]["name"]: images})
 
 
 class SavedModelRunner(Runner):
@@ -164,12 +171,14 @@ class SavedModelRunner(Runner):
         self.runtime, self.delegate = f"tensorflow {tf.__version__}", "CPU"
         self.function = tf.saved_model.load(self.path).signatures["serving_default"]
         (self._input_key, spec), = self.function.structured_input_signature[1].items()
-        (self._output_key, out), = self.function.structured_outputs.items()
+        outputs = self.function.structured_outputs
         self.inputs = [_tensor(self._input_key, spec.shape.as_list(), spec.dtype.as_numpy_dtype)]
-        self.outputs = [_tensor(self._output_key, out.shape.as_list(), out.dtype.as_numpy_dtype)]
+        self.outputs = [_tensor(k, v.shape.as_list(), v.dtype.as_numpy_dtype)
+                        for k, v in outputs.items()]
 
     def _predict(self, images):
-        return self.function(**{self._input_key: images})[self._output_key].numpy()
+        result = self.function(**{self._input_key: images})
+        return [result[o["name"]].numpy() for o in self.outputs]
 
 
 class KerasRunner(Runner):
@@ -188,12 +197,14 @@ class KerasRunner(Runner):
             self.model = load_keras_model(self.path)
         self.runtime = f"keras {keras.__version__} ({keras.backend.backend()} backend)"
         self.delegate = "CPU"
-        x, y = self.model.inputs[0], self.model.outputs[0]
+        x = self.model.inputs[0]
         self.inputs = [_tensor(x.name, x.shape, x.dtype)]
-        self.outputs = [_tensor(self.model.layers[-1].name, y.shape, y.dtype)]
+        self.outputs = [_tensor(name, y.shape, y.dtype)
+                        for name, y in zip(self.model.output_names, self.model.outputs)]
 
     def _predict(self, images):
-        return self.model(images, training=False)
+        outputs = self.model(images, training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def _tensorflow_threads():

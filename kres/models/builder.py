@@ -98,7 +98,8 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
 
     if features_only:
         indices = _check_out_indices(out_indices, len(taps))
-        outputs = [_float32(taps[i], f"features_{i}") for i in indices]
+        names = [level["name"] for level in spec.feature_info()]
+        outputs = [_named(taps[i], names[i]) for i in indices]
         return keras.Model(inputs, outputs, name=spec.name)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -143,6 +144,11 @@ def _float32(x, name):
     """Outputs are float32 under mixed precision too."""
     if x.dtype == "float32":
         return x
+    return layers.Activation("linear", dtype="float32", name=name)(x)
+
+
+def _named(x, name):
+    """``x`` as a float32 output named ``name`` (what exported files call it too)."""
     return layers.Activation("linear", dtype="float32", name=name)(x)
 
 

@@ -126,6 +126,17 @@ class ResNetSpec:
             out.append(min(total, self.total_stride))
         return tuple(out)
 
+    def feature_info(self):
+        """Channels and stride (input pixels per feature pixel) of each feature level, with the
+        name a ``features_only`` model gives its output: ``stem``, then ``stage1``, ``stage2``...
+        (``output_stride`` caps the stride)."""
+        stem_stride = 2 if self.stem in DOWNSAMPLING_STEMS else 1  # tapped before the stem's pool
+        channels = self.stem_width * (2 if self.stem == "deep" else 1)
+        info = [{"index": 0, "name": "stem", "channels": channels, "stride": stem_stride}]
+        for i, (c, s) in enumerate(zip(self.out_channels, self.stage_strides())):
+            info.append({"index": i + 1, "name": f"stage{i + 1}", "channels": c, "stride": s})
+        return info
+
     def output_strides(self):
         """The output_stride values this network accepts: powers of two from its stem's stride
         to its natural stride (8, 16 and 32 for ImageNet models, as DeepLab uses)."""
