@@ -17,7 +17,6 @@ import timm_reference as timm_ref  # noqa: E402  (tests/ helper; needs torch and
 
 SIZE = 64
 IMAGES = np.random.default_rng(0).normal(size=(2, SIZE, SIZE, 3)).astype("float32")
-MAX_DIFF = {}  # case -> max |kres - timm|, printed at the end of the module
 
 # timm's trainable parameter counts (1000 classes), as timm.create_model(name) builds them.
 TIMM_PARAMS = {"resnetrs50": 35_691_912, "resnetrs101": 63_618_696,
@@ -33,7 +32,6 @@ def predict(model, x):
 
 def assert_close(case, ours, reference, atol=1e-4):
     diff = float(np.abs(ours - reference).max())
-    MAX_DIFF[case] = (diff, float(np.abs(reference).max()))
     assert diff <= atol, f"{case}: max |kres - timm| = {diff} > {atol}"
 
 
@@ -305,7 +303,3 @@ def test_list_pretrained_has_the_new_families_with_licence_and_preprocessing():
     assert kres.preprocessing("resnetv2_50x1_bit", "goog_distilled_in1k")["mean"] == [127.5] * 3
     assert rows["resnetv2_50x1_bit.goog_distilled_in1k"]["default"]
 
-
-def teardown_module(module):
-    for case, (diff, scale) in sorted(MAX_DIFF.items()):
-        print(f"max |kres - timm| {case}: {diff:.2e} (outputs up to {scale:.1f})")

@@ -10,6 +10,7 @@ import pytest
 
 import keras
 import kres
+import randomise  # tests/ helper
 
 HELPER = os.path.join(os.path.dirname(__file__), "helpers", "jax_forward.py")
 # A representative sample: every block type, stem, shortcut and attention kind, SE, groups,
@@ -38,11 +39,7 @@ def test_jax_outputs_match_tensorflow(tmp_path):
     cases, expected = [], {}
     for i, (name, kwargs) in enumerate(CASES):
         model = kres.build(name, **kwargs)
-        for layer in model.layers:  # non-trivial BN statistics
-            if isinstance(layer, keras.layers.BatchNormalization):
-                g, b, m, v = layer.get_weights()
-                layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, .1, b.shape),
-                                   rng.normal(0, .1, m.shape), rng.uniform(0.5, 1.5, v.shape)])
+        randomise.keras_norms(model, rng)
         x = rng.uniform(0, 1, (2, *model.input_shape[1:])).astype("float32")
         model.save_weights(tmp_path / f"{i}.weights.h5")
         np.save(tmp_path / f"{i}.x.npy", x)

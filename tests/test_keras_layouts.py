@@ -5,6 +5,7 @@ import pytest
 
 import keras
 import kres
+import randomise  # tests/ helper
 
 KERAS_APPS = {
     "keras_resnet50": keras.applications.ResNet50,
@@ -17,15 +18,6 @@ KERAS_APPS = {
 # keras.applications' count_params() (includes BN moving statistics), Keras 3.15.
 PUBLISHED_COUNT = {"keras_resnet50": 25_636_712, "keras_resnet101": 44_707_176,
                    "keras_resnet152": 60_419_944, "keras_resnet50v2": 25_613_800}
-
-
-def _randomise_bn_statistics(model, rng):
-    """Random moving statistics, so a layer mix-up cannot hide behind mean 0 / variance 1."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "50" not in n else n
@@ -46,7 +38,7 @@ def test_keras_layout_matches_keras_applications(name):
     assert named <= ours
     assert "conv4_block6_out" in ours
 
-    _randomise_bn_statistics(reference, rng)
+    randomise.keras_norms(reference, rng)
     for layer in reference.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())

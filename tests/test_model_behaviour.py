@@ -149,3 +149,32 @@ def test_invalid_values_say_what_they_got_and_accept(kwargs, pattern):
 
 def test_kres_error_is_a_value_error():
     assert issubclass(KresError, ValueError)
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("resnet20", {}),
+    ("resnet50d", {"output_stride": 16, "num_classes": 7, "input_shape": (64, 64, 3)}),
+    ("resnet18", {"features_only": True, "input_shape": (64, 64, 3)}),
+])
+def test_keras_file_reloads_with_its_spec(tmp_path, name, overrides):
+    model = kres.build(name, **overrides)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.kres_spec == model.kres_spec
+    assert loaded.kres_spec.name == name and isinstance(loaded.kres_spec.depths, tuple)
+    assert loaded.output_names == model.output_names
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    if name == "resnet20":
+        images = images[:, :32, :32]
+    for got, want in zip(keras.tree.flatten(loaded(images)), keras.tree.flatten(model(images))):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_kres_model_clones_like_any_functional_model():
+    # keras.models.clone_model rebuilds the graph through the class' constructor; the spec is
+    # not a constructor argument there, so a clone has none (the export then reads no metadata).
+    model = kres.build("resnet20")
+    clone = keras.models.clone_model(model)
+    assert type(clone) is type(model) and clone.kres_spec is None
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]

@@ -64,5 +64,20 @@ def test_list_models_pattern():
     assert kres.list_models("resnext*") == ["resnext101_32x8d", "resnext101_64x4d",
                                             "resnext50_32x4d"]
     assert kres.list_models() == sorted(kres.list_models())
-    assert len(kres.list_models()) >= 51
+    assert len(kres.list_models()) == 75  # every row of the spec table (kres/models/registry.py)
     assert kres.list_models("nothing*") == []
+
+
+def test_block_stem_and_preprocessing_tables_name_the_same_things():
+    from kres import pixels
+    from kres.models import blocks, spec
+
+    assert set(blocks.UNITS) == set(spec.EXPANSION)
+    assert set(blocks.STEM_FNS) == set(spec.STEMS)
+    assert set(spec.PREACT_BLOCKS) < set(spec.EXPANSION)
+    assert set(spec.DOWNSAMPLING_STEMS) < set(spec.STEMS)
+    assert set(spec.PREPROCESSING) == set(pixels.MODES)
+    for name in kres.list_models():  # every registered row uses only names the tables know
+        s = kres.models.get_spec(name)
+        assert s.block in blocks.UNITS and s.stem in blocks.STEM_FNS, name
+        assert s.preprocessing in pixels.MODES, name

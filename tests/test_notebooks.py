@@ -16,6 +16,7 @@ IDS = [p.name for p in NOTEBOOKS]
 LAST_WORDS = {
     "01_quickstart.ipynb": "int8 TFLite accuracy on 64 test digits:",
     "02_train_on_colab_tpu.ipynb": "resumed from epoch",
+    "03_deploy_to_mobile.ipynb": "int8 file on the interpreter:",
     "04_why_residual_networks.ipynb": "outputs converge",
 }
 

@@ -13,8 +13,9 @@ import pytest
 
 import kres
 import kres.weights
+import randomise  # tests/ helper
 from kres.errors import KresError
-from kres.weights import convert, file_hash
+from kres.weights import file_hash, torch_names
 
 torch = pytest.importorskip("torch")
 import torch_resnets as tr  # noqa: E402  (tests/ helper; needs torch)
@@ -22,7 +23,6 @@ import torch_resnets as tr  # noqa: E402  (tests/ helper; needs torch)
 SIZE = 64
 RNG = np.random.default_rng(0)
 IMAGES = RNG.normal(size=(2, SIZE, SIZE, 3)).astype("float32")
-MAX_DIFF = {}  # name -> max |kres - reference|, printed at the end of the module
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,8 @@ def predict(model, x):
 
 def assert_close(name, ours, reference, atol):
     diff = float(np.abs(ours - reference).max())
-    MAX_DIFF[name] = diff
-    print(f"{name}: max |kres - reference| = {diff:.2e} (logits up to "
-          f"{np.abs(reference).max():.1f})")
-    assert diff <= atol, f"{name}: {diff} > {atol}"
+    assert diff <= atol, (f"{name}: max |kres - reference| {diff:.2e} > {atol} (logits up to "
+                          f"{np.abs(reference).max():.1f})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +181,7 @@ def keras_reference(name, path):
     keras.utils.set_random_seed(1)
     app = getattr(keras.applications, KERAS_APPS[name][0])(
         weights=None, input_shape=(SIZE, SIZE, 3), classifier_activation=None)
-    for layer in app.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(RNG.normal(size=n).astype("float32") * 0.1)
-            layer.moving_variance.assign(RNG.uniform(0.75, 1.25, size=n).astype("float32"))
-            layer.beta.assign(RNG.normal(size=n).astype("float32") * 0.1)
+    randomise.keras_norms(app, RNG)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, app)
@@ -299,8 +292,8 @@ def test_keras_truncated_cached_file_is_refused_and_removed(tmp_path, monkeypatc
 
 def converted(state, layer, spec):
     """The checkpoint's arrays for one kres layer, in Keras layout."""
-    prefix = convert.torch_prefix(layer.name, spec)
-    return [value for _, value, _ in convert.layer_arrays(layer, prefix, state)]
+    prefix = torch_names.torch_prefix(layer.name, spec)
+    return [value for _, value, _ in torch_names.layer_arrays(layer, prefix, state)]
 
 
 def test_one_channel_ten_classes_loads_everything_else_exactly(checkpoint, capsys):
@@ -424,7 +417,3 @@ def test_unknown_tag_lists_the_known_ones():
     with pytest.raises(KresError, match="are for model 'resnet50'"):
         kres.build("resnet20", weights="resnet50.a1_in1k")
 
-
-def teardown_module(module):
-    for name, diff in sorted(MAX_DIFF.items()):
-        print(f"max |kres - reference| {name}: {diff:.2e}")

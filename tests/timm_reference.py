@@ -8,6 +8,8 @@ import types
 import numpy as np
 import pytest
 
+import randomise
+
 
 def import_timm():
     """timm, or a skip when it is not installed.
@@ -41,14 +43,7 @@ def create(name, seed=0, **kwargs):
     net = timm.create_model(name, pretrained=False, **kwargs)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                n = m.weight.shape[0]
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
+        randomise.torch_norms(net, g)
         head = net.get_classifier()
         if head.weight.numel():
             fan_in = head.weight[0].numel()

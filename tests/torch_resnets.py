@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import randomise
+
 
 def _divisible(v, divisor=8):  # timm's make_divisible with round_limit=0 (its SEModule)
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
@@ -200,14 +202,9 @@ def make(name, seed=0):
     net = FACTORIES[name]()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
+        randomise.torch_norms(net, g)
         for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.75)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
+            if isinstance(m, nn.Conv2d) and m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         head = net.fc if hasattr(net, "fc") else net.head.fc
         head.weight.mul_(20.0)  # logits of order 10, so that 1e-4 is a demanding tolerance

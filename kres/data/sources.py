@@ -8,14 +8,13 @@ size, uint8 or float32 in [0, 255]). Resizing, augmentation and batching live in
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import tensorflow as tf
 
-from kres.errors import DataError, DataNotFoundError
+from kres.errors import DataError, DataNotFoundError, suggest
 
 SPLITS = ("train", "validation", "test")
 
@@ -141,9 +140,8 @@ class TfdsSource:
         try:
             self._builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError:
-            known = tfds.list_builders()
-            close = difflib.get_close_matches(name.split("/")[0], known, n=5, cutoff=0.6)
-            hint = f" Close matches: {', '.join(close)}." if close else ""
+            close = suggest(name.split("/")[0], tfds.list_builders())
+            hint = f" Close matches: {close}." if close != "none" else ""
             raise DataError(
                 f"Unknown tensorflow-datasets name {name!r}.{hint} "
                 "kres trains on image classification builders such as cifar10, cifar100, "

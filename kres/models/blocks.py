@@ -245,8 +245,7 @@ def basic(x, u, p):
 def bottleneck(x, u, p):
     """1x1 reduce, 3x3 (grouped for ResNeXt, strided: the "v1.5" layout), 1x1 expand."""
     s = p.spec
-    width = math.floor(u.planes * s.base_width / 64) * s.cardinality
-    out = u.planes * 4
+    width, out = s.inner_width(u.planes), u.planes * s.expansion
     shortcut = p.shortcut(x, out, u.stride, u.name, dilation=u.dilation)
     y = p.conv_norm_act(x, width, 1, f"{u.name}_1")
     y = p.spatial(y, width, f"{u.name}_2", u, groups=s.cardinality)
@@ -275,8 +274,7 @@ def preact_basic(x, u, p):
 def preact_bottleneck(x, u, p):
     """Pre-activation bottleneck (He et al. 2016; timm's PreActBottleneck)."""
     s = p.spec
-    width = math.floor(u.planes * s.base_width / 64) * s.cardinality
-    out = u.planes * 4
+    width, out = s.inner_width(u.planes), u.planes * s.expansion
     pre = _preact(x, u, p)
     shortcut = p.shortcut(x, out, u.stride, u.name, preact_input=pre, dilation=u.dilation)
     y = p.conv_norm_act(pre, width, 1, f"{u.name}_1")
@@ -287,7 +285,7 @@ def preact_bottleneck(x, u, p):
 
 def keras_v1(x, u, p):
     """keras.applications' ResNet v1 unit: the stride sits in the first 1x1 conv."""
-    out = u.planes * 4
+    out = u.planes * p.spec.expansion
     shortcut = p.shortcut(x, out, u.stride, u.name, dilation=u.dilation)
     y = layers.Conv2D(u.planes, 1, strides=u.stride, name=f"{u.name}_1_conv")(x)
     y = p.act(p.norm(y, f"{u.name}_1_bn"), f"{u.name}_1_relu")
@@ -299,7 +297,7 @@ def keras_v1(x, u, p):
 
 def keras_v2(x, u, p):
     """keras.applications' ResNet v2 unit (bias-free inner convs, strided 3x3 padded explicitly)."""
-    out = u.planes * 4
+    out = u.planes * p.spec.expansion
     pre = _preact(x, u, p)
     shortcut = p.shortcut(x, out, u.stride, u.name, preact_input=pre, dilation=u.dilation)
     y = layers.Conv2D(u.planes, 1, use_bias=False, name=f"{u.name}_1_conv")(pre)

@@ -1,5 +1,6 @@
 """One builder: any :class:`ResNetSpec` becomes a Keras functional model."""
 
+import dataclasses
 import fnmatch
 import sys
 
@@ -12,16 +13,34 @@ from kres.models.layers import ReverseChannels
 from kres.models.registry import REGISTRY
 from kres import weights as weights_lib
 from kres.errors import KresError, suggest
+from kres.pixels import MODES
 from kres.models.spec import ResNetSpec
 
-# Pixel statistics (RGB, 0-255 scale) of each preprocessing mode.
-_STATS = {
-    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
-    "cifar": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
-    "tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
-    "caffe": ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),  # keras v1 expects BGR; see below
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-}
+@keras.saving.register_keras_serializable(package="kres")
+class KresModel(keras.Model):
+    """A functional Keras model that knows the :class:`ResNetSpec` it was built from
+    (``model.kres_spec``), also after a ``.keras`` save and load (the spec travels in the
+    model's config; loading needs ``import kres``, as for any registered Keras class)."""
+
+    def __init__(self, *args, spec=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kres_spec = spec
+
+    def get_config(self):
+        config = super().get_config()
+        if self.kres_spec is not None:
+            config["kres_spec"] = dataclasses.asdict(self.kres_spec)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        spec = config.pop("kres_spec", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        if spec is not None:  # JSON made the tuples lists
+            model.kres_spec = ResNetSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in spec.items()})
+        return model
 
 
 def get_spec(name, **overrides):
@@ -58,19 +77,19 @@ def preprocessing(name, tag=None):
         out = {k: info[k] for k in keys}
         out["mode"] = out.pop("preprocessing")
         return {**out, "input_range": [0, 255]}
-    mean, std = _STATS[spec.preprocessing]
-    return {"mode": spec.preprocessing, "mean": list(mean), "std": list(std),
-            "channel_order": "BGR" if spec.preprocessing == "caffe" else "RGB",
-            "input_range": [0, 255]}
+    stats = MODES[spec.preprocessing]
+    return {"mode": spec.preprocessing, "mean": list(stats.mean), "std": list(stats.std),
+            "channel_order": stats.channel_order, "input_range": [0, 255]}
 
 
 def _preprocessing_layer(x, spec, channels):
-    mean, std = (np.asarray(v, "float32") for v in _STATS[spec.preprocessing])
+    stats = MODES[spec.preprocessing]
+    mean, std = (np.asarray(v, "float32") for v in (stats.mean, stats.std))
     if channels != 3:  # grey or multispectral input: the mean statistics of the RGB channels
         mean = np.full(channels, mean.mean(), "float32")
         std = np.full(channels, std.mean(), "float32")
     x = layers.Normalization(mean=mean, variance=std**2, name="preprocessing")(x)
-    if spec.preprocessing == "caffe" and channels == 3:  # keras v1 weights expect BGR input
+    if stats.channel_order == "BGR" and channels == 3:
         x = ReverseChannels(name="rgb_to_bgr")(x)
     return x
 
@@ -100,7 +119,7 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
         indices = _check_out_indices(out_indices, len(taps))
         names = [level["name"] for level in spec.feature_info()]
         outputs = [_named(taps[i], names[i]) for i in indices]
-        return keras.Model(inputs, outputs, name=spec.name)
+        return KresModel(inputs, outputs, name=spec.name, spec=spec)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         if spec.head_dropout:
@@ -113,7 +132,7 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
         x = _float32(layers.GlobalMaxPooling2D(name="max_pool")(x), "features")
     else:
         x = _float32(x, "features")
-    return keras.Model(inputs, x, name=spec.name)
+    return KresModel(inputs, x, name=spec.name, spec=spec)
 
 
 def _units(spec):
@@ -216,7 +235,7 @@ def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling
         spec, include_top=include_top, pooling=pooling, features_only=features_only,
         out_indices=out_indices, classifier_activation=classifier_activation,
         include_preprocessing=include_preprocessing)
-    model.kres_spec = spec
+    model.kres_spec = spec  # with the weights tag's preprocessing, when it has its own
     if weights is not None:
         weights_lib.load_into(model, weights, spec=spec)
     return model

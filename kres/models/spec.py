@@ -5,6 +5,7 @@ import math
 from dataclasses import dataclass, field
 
 from kres.errors import KresError, suggest
+from kres.pixels import MODES
 
 # Output channels of a unit = planes * EXPANSION[block].
 EXPANSION = {
@@ -19,7 +20,7 @@ PREACT_BLOCKS = {"preact_basic", "preact_bottleneck", "keras_v2"}
 STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit", "cifar", "cifar_preact")
 DOWNSAMPLING_STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit")  # stride-2 conv + pool
 SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "highway", "none")
-PREPROCESSING = ("imagenet", "cifar", "caffe", "tf", "none")
+PREPROCESSING = tuple(MODES)
 NORMS = ("batch", "group")
 CONVS = ("plain", "weight_std")
 ATTENTIONS = ("se", "eca", "none")
@@ -146,6 +147,14 @@ class ResNetSpec:
             s *= 2
         return tuple(values)
 
+    def inner_width(self, planes):
+        """Channels of a unit's inner 3x3 conv: ``planes`` for basic units; for bottlenecks
+        floor(planes * base_width / 64) * cardinality (ResNeXt's and Wide ResNet's widths,
+        torchvision's formula)."""
+        if self.expansion == 1:
+            return planes
+        return math.floor(planes * self.base_width / 64) * self.cardinality
+
     def normalised_channels(self):
         """Every channel count a norm layer sees (GroupNorm needs each divisible by its groups)."""
         channels = {self.stem_width}
@@ -153,10 +162,7 @@ class ResNetSpec:
             channels.add(self.stem_width * 2)
         for planes in self.widths:
             channels.add(planes * self.expansion)
-            if self.expansion == 4:
-                channels.add(math.floor(planes * self.base_width / 64) * self.cardinality)
-            else:
-                channels.add(planes)
+            channels.add(self.inner_width(planes))
         return sorted(channels)
 
     def replace(self, **overrides):

@@ -10,7 +10,7 @@ Hub), local ``.keras`` / ``.weights.h5`` / ``.h5`` / ``.safetensors`` files, the
 import fnmatch
 
 from kres.errors import KresError
-from kres.weights.convert import adapt_input_conv
+from kres.weights.torch_names import adapt_input_conv
 from kres.files import file_hash
 from kres.weights.fetch import expected_hash
 from kres.weights.loading import (WEIGHT_SUFFIXES, load_into, load_state_dict, pretrained_info,

@@ -10,7 +10,7 @@ import numpy as np
 
 from kres.errors import KresError
 from kres.files import load_keras_model
-from kres.weights import convert, fetch
+from kres.weights import fetch, torch_names
 from kres.weights.table import TABLE
 
 WEIGHT_SUFFIXES = (".keras", ".weights.h5", ".h5", ".safetensors")
@@ -114,7 +114,7 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
     """
     plan, used, notes = [], set(), []
     layers = [layer for layer in model.layers if layer.weights]
-    has_top = any(layer.name == convert.CLASSIFIER for layer in layers)
+    has_top = any(layer.name == torch_names.CLASSIFIER for layer in layers)
     for layer in layers:
         items = arrays_for_layer(layer)
         used.update(key for _, _, key in items)
@@ -124,13 +124,13 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
             if tuple(value.shape) == want:
                 layer_plan.append((var, value))
                 continue
-            if (layer.name in convert.STEM_CONVS and value.ndim == 4 and value.shape[2] == 3
+            if (layer.name in torch_names.STEM_CONVS and value.ndim == 4 and value.shape[2] == 3
                     and value.shape[:2] + value.shape[3:] == want[:2] + want[3:]):
-                layer_plan.append((var, convert.adapt_input_conv(value, want[2])))
+                layer_plan.append((var, torch_names.adapt_input_conv(value, want[2])))
                 how = "summed over RGB" if want[2] == 1 else f"repeated, scaled by 3/{want[2]}"
                 notes.append(f"adapted {layer.name!r} from 3 input channels to {want[2]} ({how})")
                 continue
-            if layer.name == convert.CLASSIFIER:
+            if layer.name == torch_names.CLASSIFIER:
                 layer_plan = None
                 notes.append(f"not loading the classifier {layer.name!r}: the checkpoint has "
                              f"{value.shape[-1]} classes, the model {want[-1]}; it keeps its "
@@ -144,7 +144,7 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
     unused = sorted(k for k in keys if k not in used and not k.endswith("num_batches_tracked"))
     if not has_top:
         head = [k for k in unused if k.split(".")[0] in ("fc", "head") or k.startswith(
-            convert.CLASSIFIER + "/")]
+            torch_names.CLASSIFIER + "/")]
         unused = [k for k in unused if k not in head]
         if head:
             notes.append("the checkpoint's classifier is not used (the model has no top)")
@@ -162,17 +162,17 @@ def assign(model, arrays_for_layer, keys, origin, shown=lambda k, v: tuple(v.sha
 
 def load_state_dict(model, spec, state, origin):
     """Loads a timm / torchvision state dict (name -> NumPy array) into a kres model."""
-    if spec is None or convert.scheme(spec) is None:
+    if spec is None or torch_names.scheme(spec) is None:
         raise KresError(f"{origin}: timm/torchvision checkpoints load into the ImageNet ResNets "
                         f"(resnet*, resnet*d, resnext*, wide_resnet*, seresnet*, resnetrs*, "
                         f"ecaresnet*, resnetblur*, resnetv2_*), not into "
                         f"{getattr(spec, 'name', model.name)!r}")
 
     def arrays(layer):
-        prefix = convert.torch_prefix(layer.name, spec)
+        prefix = torch_names.torch_prefix(layer.name, spec)
         if prefix is None:
             raise KresError(f"kres layer {layer.name!r} has no timm/torchvision counterpart")
-        return convert.layer_arrays(layer, prefix, state)
+        return torch_names.layer_arrays(layer, prefix, state)
 
     return assign(model, arrays, set(state), origin,
                   shown=lambda key, value: tuple(np.shape(state[key])))
@@ -215,7 +215,7 @@ def load_keras_file(model, path):
 
 def load_pretrained(model, spec, entry):
     """Fetches, verifies and loads one table entry."""
-    has_top = any(layer.name == convert.CLASSIFIER for layer in model.layers)
+    has_top = any(layer.name == torch_names.CLASSIFIER for layer in model.layers)
     origin = f"pretrained weights {entry.name}"
     model.kres_weights.update(tag=entry.tag, name=entry.name, source=entry.source)
     if entry.source == "keras":

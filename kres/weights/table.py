@@ -10,6 +10,8 @@ from ``keras.applications.imagenet_utils`` for the Keras files.
 
 from dataclasses import dataclass, field
 
+from kres.pixels import MODES
+
 # Keras Applications: same address, file names and (md5) hashes as keras.applications.resnet.
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 KERAS_MD5 = {  # name: (with top, without top), copied from keras/src/applications/resnet.py
@@ -20,14 +22,6 @@ KERAS_MD5 = {  # name: (with top, without top), copied from keras/src/applicatio
     "resnet101v2": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
     "resnet152v2": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
 }
-
-# Pixel statistics (RGB, 0-255) by preprocessing mode; the same modes as kres.models.builder.
-MODES = {
-    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
-    "tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),  # timm's "inception" mean/std
-    "caffe": ((123.68, 116.779, 103.939), (1.0, 1.0, 1.0)),  # then RGB -> BGR
-}
-
 
 @dataclass(frozen=True)
 class Pretrained:
@@ -58,11 +52,11 @@ class Pretrained:
 
     @property
     def mean(self):
-        return MODES[self.mode][0]
+        return MODES[self.mode].mean
 
     @property
     def std(self):
-        return MODES[self.mode][1]
+        return MODES[self.mode].std
 
     @property
     def url(self):
@@ -77,7 +71,7 @@ class Pretrained:
             "eval_crop": self.eval_crop, "input_size": self.input_size, "crop_pct": self.crop_pct,
             "interpolation": self.interpolation, "preprocessing": self.mode,
             "mean": list(self.mean), "std": list(self.std),
-            "channel_order": "BGR" if self.mode == "caffe" else "RGB",
+            "channel_order": MODES[self.mode].channel_order,
             "num_classes": self.num_classes, "url": self.url, "default": self.default,
         }
 

@@ -21,4 +21,3 @@ for case in json.load(open(os.path.join(folder, "cases.json"))):
     x = np.load(os.path.join(folder, case["inputs"]))
     y = keras.ops.convert_to_numpy(model(x, training=False))
     np.save(os.path.join(folder, case["id"] + ".jax.npy"), y)
-print("jax outputs written")
