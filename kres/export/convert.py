@@ -20,6 +20,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -64,6 +65,22 @@ def calibration_sample(images, n):
 def io_names(model):
     """The input's name and the outputs' names: the Keras input and output layers' names."""
     return model.inputs[0].name, list(model.output_names)
+
+
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """TensorFlow's int8 quantiser prints its settings ("fully_quantize: 0, inference_type:
+    6, ...") from C++ on every call, past Python's sys.stdout: point file descriptor 1 at
+    /dev/null while it runs."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @contextlib.contextmanager
@@ -178,10 +195,11 @@ class TFLiteInt8:
         io = "float" if numeric_verify else self.io
         dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
         try:
-            return tflite_convert.mlir_quantize(
-                self.calibrated, disable_per_channel=not per_channel, input_data_type=dtype,
-                output_data_type=dtype, enable_numeric_verify=numeric_verify,
-                denylisted_nodes=list(keep_float) or None)
+            with _native_stdout_silenced():
+                return tflite_convert.mlir_quantize(
+                    self.calibrated, disable_per_channel=not per_channel, input_data_type=dtype,
+                    output_data_type=dtype, enable_numeric_verify=numeric_verify,
+                    denylisted_nodes=list(keep_float) or None)
         except Exception as error:
             raise ExportError(f"TFLite int8 quantisation failed: {error}") from error
 
