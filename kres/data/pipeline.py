@@ -74,6 +74,8 @@ def load(
     start_epoch: int | None = None,
     randaugment: int = 0,
     randaugment_factor: float = 0.5,
+    crop_fraction: float | None = None,
+    interpolation: str = "bilinear",
 ) -> tf.data.Dataset:
     """A batched `tf.data.Dataset` of `(images, labels)` for one split.
 
@@ -99,6 +101,11 @@ def load(
             image (0: none), of strength `randaugment_factor` (Keras' normalised factor),
             after the crop and flip. Its draws come from Keras' seed generator, so they are
             seeded but not replayed exactly after a resume.
+        crop_fraction: evaluation only: resize the shorter side to `image_size / crop_fraction`
+            and keep the central square (timm's ``crop_pct``). Default: 0.875 above 64 px, no
+            crop (a plain resize) up to 64 px.
+        interpolation: evaluation resize method (`tf.image.resize`'s: bilinear, bicubic, ...),
+            antialiased when shrinking as PIL's resize is.
 
     >>> ds = kres.data.load("digits", "train", batch_size=64, training=True)
     >>> ds.element_spec[0].shape
@@ -146,7 +153,10 @@ def load(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
-        ds = ds.map(lambda x, y: (_evaluation_view(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if crop_fraction is not None and not 0 < crop_fraction <= 1:
+            raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+        ds = ds.map(lambda x, y: (_evaluation_view(x, size, crop_fraction, interpolation), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     drop = training if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
@@ -230,17 +240,20 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
     return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
 
 
-def _evaluation_view(image: tf.Tensor, size: int) -> tf.Tensor:
+def _evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
+                     interpolation: str = "bilinear") -> tf.Tensor:
     image = tf.cast(image, tf.float32)
-    if size <= SMALL_IMAGE_MAX:
+    if crop_fraction is None and size > SMALL_IMAGE_MAX:
+        crop_fraction = CROP_FRACTION
+    if crop_fraction is None:
         if image.shape[0] != size or image.shape[1] != size:
             image = _resize(image, size, size)
     else:
-        # Resize the shorter side to size / 0.875, then take the central size x size crop.
+        # Resize the shorter side to size / crop_fraction, then take the central square.
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = (size / CROP_FRACTION) / tf.reduce_min(shape)
+        scale = (size / crop_fraction) / tf.reduce_min(shape)
         hw = tf.cast(tf.round(shape * scale), tf.int32)
-        image = _resize(image, hw[0], hw[1])
+        image = tf.image.resize(image, hw, method=interpolation, antialias=True)
         top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
         image = image[top : top + size, left : left + size]
     image = tf.clip_by_value(image, 0.0, 255.0)
