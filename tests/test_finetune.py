@@ -177,15 +177,18 @@ def test_cli_fine_tunes_resnet18_from_a_local_checkpoint(tmp_path):
     assert "adapted 'conv1_conv' from 3 input channels to 1 (summed over RGB)" in done.stderr
     assert "test_accuracy=" in done.stdout
 
+
+def test_weights_of_another_shape_fail_with_one_line(tmp_path):
     wrong = tmp_path / "resnet34.keras"
     kres.build("resnet34", input_shape=(32, 32, 3)).save(wrong)
-    done = cli("--model", "resnet18", "--weights", str(wrong), "--data", "digits",
-               "--out", str(tmp_path / "wrong"))
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"tools/train.py: weights file {str(wrong)!r} does not fit 'resnet18': ")
-    assert "Traceback" not in done.stderr
-
+    with pytest.raises(KresError) as error:
+        train(TrainConfig(model="resnet18", data="digits", weights=str(wrong),
+                          out=str(tmp_path / "wrong"), verbose=0))
+    message = str(error.value)
+    assert message.startswith(f"weights file {str(wrong)!r} does not fit 'resnet18': ")
+    assert "checkpoint parameters have no place in the model" in message and "\n" not in message
+    # Nothing was trained: the same directory takes a corrected run without --resume.
+    assert not (tmp_path / "wrong" / "history.csv").exists()
 
 # ------------------------------------------------------------------------ recipe resolution
 
@@ -215,3 +218,22 @@ def test_modern_recipe_resolves_every_value():
     adamw = resolve(TrainConfig(model="resnet20", data="digits", recipe="modern",
                                 optimizer="adamw", ema=0.0))
     assert (adamw.optimizer, adamw.ema, adamw.loss) == ("adamw", 0.0, "binary")
+
+
+def test_a_checkpoint_that_cannot_be_read_stops_a_resume_with_one_line(tmp_path):
+    from kres.training.callbacks import Checkpoint
+
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "epoch-0001.weights.h5").write_bytes(b"not an HDF5 file")
+    (backup / "state.json").write_text('{"epoch": 1, "weights": "epoch-0001.weights.h5"}')
+    model = kres.build("resnet20", input_shape=(16, 16, 1), num_classes=10)
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ConfigError) as error:
+        Checkpoint(str(backup)).restore(model)
+    message = str(error.value)
+    assert message.startswith(f"cannot resume from '{backup / 'epoch-0001.weights.h5'}' on the "
+                              f"{keras.backend.backend()} backend: the checkpoint cannot be read "
+                              "into this model (")
+    assert message.endswith("start a new run (another out directory) instead")
+    assert "\n" not in message

@@ -268,11 +268,11 @@ def resolve(config: TrainConfig, plan=None, meta=None) -> Recipe:
 
 
 def auto_steps_per_execution(family: str, platform_name: str, steps_per_epoch: int) -> int:
-    """Training steps per device call. On a TPU every call from the host costs far more than
-    a small model's step, so up to 32 steps run per call (Keras' TPU guidance; the JAX and TF
-    backends both compile the loop); small CIFAR-family models get 4 on any accelerator.
-    CPUs keep 1 (on an AVX2 CPU, 4 measured no faster for resnet20). Always a divisor of the
-    epoch, so every call runs whole steps of the same epoch."""
+    """Training steps per device call. Keras' `Model.compile` documents that several steps per
+    call "can greatly improve performance on TPUs or small models with a large Python
+    overhead". So: up to 32 on TPUs, up to 4 for small (CIFAR-family) models on GPUs, and 1 on
+    CPUs, where 4 made no difference for resnet20 (AVX2 EPYC, tools/bench_train.py). Always a
+    divisor of the epoch, so every call runs whole steps of one epoch."""
     if platform_name == "tpu":
         most = 32
     elif platform_name == "gpu" and family == "cifar":

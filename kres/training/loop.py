@@ -17,6 +17,7 @@ import time
 import keras
 
 import kres
+import kres.weights
 from kres import data as kdata
 from kres import rundir
 from kres.errors import ConfigError
@@ -179,11 +180,16 @@ def build(run: Run) -> keras.Model:
         overrides["drop_path_rate"] = recipe.drop_path_rate
     if recipe.sync_bn:
         overrides["sync_bn"] = True
+    weights = recipe.weights
+    if weights is not None and run.initial_epoch:  # the checkpoint's statistics, not its weights
+        weights = None
+        mode = kres.weights.preprocessing_mode(recipe.model, recipe.weights)
+        if mode is not None:
+            overrides["preprocessing"] = mode
     with run.plan.scope():  # model and optimizer variables belong to the strategy
         model = kres.build(recipe.model, input_shape=run.input_shape,
                            num_classes=recipe.num_classes, include_preprocessing=True,
-                           weights=recipe.weights if not run.initial_epoch else None,
-                           **overrides)
+                           weights=weights, **overrides)
         # The phase of the last committed epoch: its optimizer is the one in the checkpoint.
         compile_for(model, run, _phase(recipe, max(run.initial_epoch - 1, 0)))
         if run.initial_epoch:
