@@ -159,12 +159,12 @@ def test_tensorflow_run_killed_after_epoch_two_finishes_on_jax(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("XLA_FLAGS", None)
     cmd = [sys.executable, str(REPO / "tools/train.py"), "--out", str(out), "--epochs", "4",
-           "--image-size", "16", "--limit", "384", "--batch-size", "32", "--quiet"]
+           "--image-size", "16", "--limit", "192", "--batch-size", "32", "--quiet"]
     killed_at = kill_after_epoch(cmd + ["--backend", "tensorflow"], out, 2, env=env, cwd=REPO)
     assert 2 <= killed_at < 4, "the run finished before the kill"
     assert json.loads((out / "config.json").read_text())["resolved"]["backend"] == "tensorflow"
 
     done = subprocess.run(cmd + ["--resume", "--backend", "jax"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
-    check_finished(done, out, killed_at, epochs=4, steps_per_epoch=12)
+    check_finished(done, out, killed_at, epochs=4, steps_per_epoch=6)
     assert json.loads((out / "config.json").read_text())["resolved"]["backend"] == "jax"
