@@ -192,6 +192,11 @@ def load_groups(model, groups, origin):
     if not set(ours) <= set(groups) and len(ours) == len(groups):
         groups = dict(zip(ours, groups.values()))  # dicts keep the file's layer order
         model.kres_weights["matched"] = "by position"
+    missing = [name for name in ours if name not in groups]
+    if missing:
+        raise KresError(f"{origin} does not fit {model.name!r}: it has no layer {missing[0]!r} "
+                        f"({len(missing)} of the model's {len(ours)} layers with weights are "
+                        "missing); it is not a file of this architecture")
     keys = {f"{layer}/{w}" for layer, ws in groups.items() for w in ws}
     return assign(model, lambda layer: _h5_arrays(layer, groups), keys, origin)
 
