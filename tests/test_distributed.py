@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+from kill_and_resume import check_finished, kill_after_epoch  # noqa: E402
 
 # One epoch of resnet20 on 128 digits at 16x16, 4 steps of a global batch of 32. No stochastic
 # depth: per-replica random draws would differ from single-device ones by construction. A peak
@@ -71,20 +73,31 @@ def test_mirrored_strategy_with_sync_batchnorm_matches_one_device(tmp_path):
 
 
 @pytest.mark.slow
-def test_jax_data_parallel_matches_one_device(tmp_path):
+def test_jax_data_parallel_on_eight_devices_matches_one_device(tmp_path):
+    """The shape of a TPU v2-8 / v3-8 host (8 devices, one process), simulated on the CPU."""
     stdout, result = run_script(f"""
+        import jax, keras
         base = {BASE!r}
         single = train(TrainConfig(out="{tmp_path}/single", distribute="none", **base))
         parallel = train(TrainConfig(out="{tmp_path}/parallel", distribute="auto", **base))
+        # How DataParallel lays out one global batch of 32 over the devices.
+        layout = keras.distribution.DataParallel(devices=jax.devices()).get_data_layout(
+            (32, 16, 16, 1))
+        shards = jax.device_put(np.zeros((32, 16, 16, 1), "float32"),
+                                layout.backend_layout).addressable_shards
         print(json.dumps(dict(kinds=[r.recipe.distribution for r in (single, parallel)],
                               backend=parallel.recipe.backend,
+                              losses=[[h["loss"] for h in r.history] for r in (single, parallel)],
+                              shards=sorted((s.device.id, s.data.shape[0]) for s in shards),
                               difference=max_difference(single, parallel))))
-    """, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    """, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=8")
     assert result["backend"] == "jax"
     assert result["kinds"][0].startswith("distribute=none")
-    assert result["kinds"][1].startswith("distribute=data-parallel (2 replica(s), cpu)")
-    assert "JAX sees 2 cpu devices" in stdout  # auto says what it chose and why
+    assert result["kinds"][1].startswith("distribute=data-parallel (8 replica(s), cpu)")
+    assert "JAX sees 8 cpu devices" in stdout  # auto says what it chose and why
+    assert result["shards"] == [[i, 4] for i in range(8)]  # 32 images = 8 devices x 4
     # Same global batch, same global BatchNorm statistics: only float summation order differs.
+    np.testing.assert_allclose(result["losses"][1], result["losses"][0], rtol=1e-5)
     assert result["difference"] < 1e-5
 
 
@@ -137,3 +150,21 @@ def test_two_jax_processes_train_together(tmp_path):
     assert (out / "worker-1" / "backup" / "state.json").exists()  # each worker its own backup
     config = json.loads((out / "config.json").read_text())["resolved"]
     assert config["backend"] == "jax" and config["num_processes"] == 2
+
+
+@pytest.mark.slow
+def test_tensorflow_run_killed_after_epoch_two_finishes_on_jax(tmp_path):
+    """A recycled runtime: a run started on TensorFlow continues on JAX from its checkpoint."""
+    out = tmp_path / "moved"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("XLA_FLAGS", None)
+    cmd = [sys.executable, str(REPO / "tools/train.py"), "--out", str(out), "--epochs", "4",
+           "--image-size", "16", "--limit", "192", "--batch-size", "32", "--quiet"]
+    killed_at = kill_after_epoch(cmd + ["--backend", "tensorflow"], out, 2, env=env, cwd=REPO)
+    assert 2 <= killed_at < 4, "the run finished before the kill"
+    assert json.loads((out / "config.json").read_text())["resolved"]["backend"] == "tensorflow"
+
+    done = subprocess.run(cmd + ["--resume", "--backend", "jax"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    check_finished(done, out, killed_at, epochs=4, steps_per_epoch=6)
+    assert json.loads((out / "config.json").read_text())["resolved"]["backend"] == "jax"

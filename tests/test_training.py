@@ -3,10 +3,8 @@
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -21,6 +19,8 @@ from kres.training import callbacks as cb
 from kres.training.distribute import Plan
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "helpers"))
+from kill_and_resume import check_finished, kill_after_epoch  # noqa: E402
 TINY = dict(model="resnet20", data="digits", image_size=16, limit=128, batch_size=32, verbose=0)
 
 
@@ -235,31 +235,14 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, str(REPO / "tools/train.py"), "--out", str(out), "--epochs", "4",
            "--image-size", "16", "--limit", "384", "--batch-size", "32", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env_for_subprocess(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / "backup" / "state.json"
-    deadline = time.time() + 300
-    while not (state.exists() and json.loads(state.read_text())["epoch"] >= 1):
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)  # into epoch 2 (12 steps)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
+    killed_at = kill_after_epoch(cmd, out, 1, env=env_for_subprocess(), cwd=REPO,
+                                 settle=0.5)  # into epoch 2 (12 steps)
     assert killed_at < 4, "the run finished before the kill"
     assert not (out / "metrics.json").exists()
 
     done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env_for_subprocess(),
                           capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert f"restored epoch {killed_at} of 4" in done.stdout
-    with open(out / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
-    assert json.loads((out / "metrics.json").read_text())["epochs_completed"] == 4
-    final = keras.saving.load_model(out / "final.keras")
-    assert int(final.optimizer.iterations) == 4 * 12  # the schedule ran to its end, once
-    assert not list(out.rglob("tmp-*")) and not list(out.rglob("*.tmp"))
+    check_finished(done, out, killed_at, epochs=4, steps_per_epoch=12)
 
 
 # ---------------------------------------------------------------------- precision and CLI

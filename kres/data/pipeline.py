@@ -72,6 +72,10 @@ def load(
     shard: tuple[int, int] | None = None,
     drop_remainder: bool | None = None,
     start_epoch: int | None = None,
+    randaugment: int = 0,
+    randaugment_factor: float = 0.5,
+    crop_fraction: float | None = None,
+    interpolation: str = "bilinear",
 ) -> tf.data.Dataset:
     """A batched `tf.data.Dataset` of `(images, labels)` for one split.
 
@@ -93,6 +97,15 @@ def load(
             resumed run (or a distribution engine that peeks at the data first) sees exactly
             the batches an uninterrupted single-device run sees. Every epoch is
             `examples // batch_size` batches; pass that as `steps_per_epoch` to `fit`.
+        randaugment: with `training`, this many `keras.layers.RandAugment` operations per
+            image (0: none), of strength `randaugment_factor` (Keras' normalised factor),
+            after the crop and flip. Its draws come from Keras' seed generator, so they are
+            seeded but not replayed exactly after a resume.
+        crop_fraction: evaluation only: resize the shorter side to `image_size / crop_fraction`
+            and keep the central square (timm's ``crop_pct``). Default: 0.875 above 64 px, no
+            crop (a plain resize) up to 64 px.
+        interpolation: evaluation resize method (`tf.image.resize`'s: bilinear, bicubic, ...),
+            antialiased when shrinking as PIL's resize is.
 
     >>> ds = kres.data.load("digits", "train", batch_size=64, training=True)
     >>> ds.element_spec[0].shape
@@ -107,12 +120,13 @@ def load(
     meta = source.info
     size = image_size or meta.image_shape[0]
     flip = meta.flip if flip is None else flip
+    augment = _augmenter(size, flip, randaugment, randaugment_factor, seed)
 
     if training and start_epoch is not None and hasattr(source, "table"):
         columns, decode = source.table(split, limit=limit, seed=seed)
         if shard is not None:
             columns = tuple(c[shard[1] :: shard[0]] for c in columns)
-        return _epoch_stream(columns, decode, batch_size, seed, start_epoch, size, flip)
+        return _epoch_stream(columns, decode, batch_size, seed, start_epoch, augment)
 
     ds = source.examples(split, limit=limit, seed=seed)
     if shard is not None:
@@ -126,8 +140,7 @@ def load(
         # but, after a resume, restarts rather than continuing exactly.
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         ds = ds.enumerate().map(
-            lambda i, ex: _augment(*ex, seed=tf.stack([i, tf.cast(seed, tf.int64)]), size=size,
-                                   flip=flip),
+            lambda i, ex: augment(*ex, seed=tf.stack([i, tf.cast(seed, tf.int64)])),
             num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     if training:
@@ -136,17 +149,19 @@ def load(
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, randoms))
         ds = ds.map(
-            lambda example, r: _augment(*example, seed=tf.stack([r, tf.cast(seed, tf.int64)]),
-                                        size=size, flip=flip),
+            lambda example, r: augment(*example, seed=tf.stack([r, tf.cast(seed, tf.int64)])),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     else:
-        ds = ds.map(lambda x, y: (_evaluation_view(x, size), y), num_parallel_calls=tf.data.AUTOTUNE)
+        if crop_fraction is not None and not 0 < crop_fraction <= 1:
+            raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+        ds = ds.map(lambda x, y: (_evaluation_view(x, size, crop_fraction, interpolation), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     drop = training if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
 
 
-def _epoch_stream(columns, decode, batch_size, seed, start_epoch, size, flip):
+def _epoch_stream(columns, decode, batch_size, seed, start_epoch, augment):
     """Endless epochs, each a stateless function of (seed, epoch): a permutation of the rows,
     then per-example augmentation seeded by (epoch seed, position)."""
     columns = tuple(tf.constant(c) for c in columns)
@@ -159,13 +174,61 @@ def _epoch_stream(columns, decode, batch_size, seed, start_epoch, size, flip):
 
         def example(i, row):
             image, label = decode(*(tf.gather(c, row) for c in columns))
-            return _augment(image, label, seed=tf.stack([epoch_seed, i]), size=size, flip=flip)
+            return augment(image, label, seed=tf.stack([epoch_seed, i]))
 
         ds = tf.data.Dataset.from_tensor_slices(order).enumerate()
         ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE)
         return ds.batch(batch_size, drop_remainder=True)
 
     return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def _augmenter(size, flip, randaugment, factor, seed):
+    """The per-example training augmentation: crop and flip, then RandAugment if asked."""
+    if not randaugment:
+        return lambda image, label, seed: _augment(image, label, seed=seed, size=size, flip=flip)
+    import keras
+
+    rand = keras.layers.RandAugment(value_range=(0, 255), num_ops=randaugment, factor=factor,
+                                    seed=seed)
+
+    def augment(image, label, seed):
+        image, label = _augment(image, label, seed=seed, size=size, flip=flip)
+        image = tf.clip_by_value(tf.cast(rand(image), tf.float32), 0.0, 255.0)
+        return tf.ensure_shape(image, (size, size, image.shape[-1])), label
+
+    return augment
+
+
+def mix(ds: tf.data.Dataset, *, mixup: float, cutmix: float, seed: int = 0) -> tf.data.Dataset:
+    """Mixup (``keras.layers.MixUp``, alpha ``mixup``) or CutMix (``keras.layers.CutMix``, alpha
+    ``cutmix``) on each batch of ``(images, one-hot labels)``: with both, alternate batches get
+    one or the other, as timm's Mixup does with equal odds (0 turns one off).
+
+    >>> ds = kres.data.mix(ds, mixup=0.1, cutmix=1.0)
+    """
+    import keras
+
+    layers = []
+    if mixup:
+        layers.append(keras.layers.MixUp(alpha=mixup, seed=seed))
+    if cutmix:
+        layers.append(keras.layers.CutMix(factor=cutmix, seed=seed))
+    if not layers:
+        return ds
+
+    def apply(layer, x, y):
+        out = layer({"images": x, "labels": y})
+        return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+    def mixed(i, batch):
+        x, y = batch
+        if len(layers) == 1:
+            return apply(layers[0], x, y)
+        return tf.cond(i % 2 == 0, lambda: apply(layers[0], x, y),
+                       lambda: apply(layers[1], x, y))
+
+    return ds.enumerate().map(mixed, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _bytes_per_image(meta: DatasetInfo) -> int:
@@ -177,17 +240,20 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
     return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
 
 
-def _evaluation_view(image: tf.Tensor, size: int) -> tf.Tensor:
+def _evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
+                     interpolation: str = "bilinear") -> tf.Tensor:
     image = tf.cast(image, tf.float32)
-    if size <= SMALL_IMAGE_MAX:
+    if crop_fraction is None and size > SMALL_IMAGE_MAX:
+        crop_fraction = CROP_FRACTION
+    if crop_fraction is None:
         if image.shape[0] != size or image.shape[1] != size:
             image = _resize(image, size, size)
     else:
-        # Resize the shorter side to size / 0.875, then take the central size x size crop.
+        # Resize the shorter side to size / crop_fraction, then take the central square.
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = (size / CROP_FRACTION) / tf.reduce_min(shape)
+        scale = (size / crop_fraction) / tf.reduce_min(shape)
         hw = tf.cast(tf.round(shape * scale), tf.int32)
-        image = _resize(image, hw[0], hw[1])
+        image = tf.image.resize(image, hw, method=interpolation, antialias=True)
         top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
         image = image[top : top + size, left : left + size]
     image = tf.clip_by_value(image, 0.0, 255.0)

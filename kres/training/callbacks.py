@@ -15,6 +15,7 @@ import time
 
 import keras
 
+from kres.errors import ConfigError
 from kres.files import atomic_save_model, atomic_write_text, fsync
 
 
@@ -53,7 +54,15 @@ class Checkpoint(keras.callbacks.Callback):
             return 0
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(os.path.join(self.directory, _weights_name(epoch)))
+        path = os.path.join(self.directory, _weights_name(epoch))
+        try:  # a .weights.h5 file: the same on every backend, so a run can change backend
+            model.load_weights(path)
+        except Exception as e:  # noqa: BLE001 - h5py, Keras and OS errors alike
+            reason = " ".join(str(e).split())[:300]
+            raise ConfigError(
+                f"cannot resume from {path!r} on the {keras.backend.backend()} backend: the "
+                f"checkpoint cannot be read into this model ({type(e).__name__}: {reason}); "
+                "start a new run (another out directory) instead") from None
         return epoch
 
     def on_epoch_end(self, epoch, logs=None):

@@ -17,11 +17,13 @@ import time
 import keras
 
 import kres
+import kres.weights
 from kres import data as kdata
 from kres import rundir
 from kres.errors import ConfigError
 from kres.files import atomic_save_model, atomic_write_text
 from kres.training import callbacks as cb
+from kres.training import finetune
 from kres.training.config import Recipe, TrainConfig, resolve
 from kres.training.distribute import Plan, choose, init_multi_host
 
@@ -63,19 +65,29 @@ def decay_exempt(model: keras.Model) -> list:
     return [v for v in model.trainable_variables if len(v.shape) < 2]
 
 
-def make_optimizer(model: keras.Model, recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.SGD:
-    """SGD with Nesterov momentum on a linear warm-up + cosine schedule (a serialisable Keras
-    schedule driven by `optimizer.iterations`, so it continues exactly after a resume)."""
-    total = max(recipe.epochs * steps_per_epoch, 1)
+def make_optimizer(model: keras.Model, recipe: Recipe, steps_per_epoch: int, *,
+                   epochs: int | None = None, scale: float = 1.0) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer (SGD with Nesterov momentum, AdamW or LAMB; with an EMA of the
+    weights when ``recipe.ema``) on a linear warm-up + cosine schedule over ``epochs`` (default:
+    the recipe's) peaking at ``scale`` x the recipe's rate. The schedule is a serialisable Keras
+    schedule driven by `optimizer.iterations`, so it continues exactly after a resume."""
+    epochs = recipe.epochs if epochs is None else epochs
+    peak = recipe.peak_lr * scale
+    total = max(epochs * steps_per_epoch, 1)
     warmup = min(round(recipe.warmup_epochs * steps_per_epoch), total - 1)
     if warmup > 0:
         schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=total - warmup, warmup_target=recipe.peak_lr, warmup_steps=warmup)
+            0.0, decay_steps=total - warmup, warmup_target=peak, warmup_steps=warmup)
     else:
-        schedule = keras.optimizers.schedules.CosineDecay(recipe.peak_lr, decay_steps=total)
-    optimizer = keras.optimizers.SGD(
-        learning_rate=schedule, momentum=recipe.momentum, nesterov=True,
-        weight_decay=recipe.weight_decay or None)
+        schedule = keras.optimizers.schedules.CosineDecay(peak, decay_steps=total)
+    common = dict(learning_rate=schedule, weight_decay=recipe.weight_decay or None,
+                  use_ema=recipe.ema > 0, ema_momentum=recipe.ema or 0.99)
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=recipe.momentum, nesterov=True, **common)
+    elif recipe.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(**common)
+    else:
+        optimizer = keras.optimizers.Lamb(**common)
     optimizer.exclude_from_weight_decay(var_list=decay_exempt(model))
     return optimizer
 
@@ -159,29 +171,64 @@ def _global_state(run: Run):
 
 
 def build(run: Run) -> keras.Model:
-    """The compiled model, its variables created in the plan's scope; the checkpoint's weights,
-    optimizer state and schedule position when resuming."""
+    """The compiled model, its variables created in the plan's scope, started from the recipe's
+    checkpoint (``weights``) with the layers ``freeze`` names fixed; the run's checkpoint
+    (weights, optimizer state and schedule position) when resuming."""
     recipe = run.recipe
     overrides = {}
     if recipe.drop_path_rate is not None:
         overrides["drop_path_rate"] = recipe.drop_path_rate
     if recipe.sync_bn:
         overrides["sync_bn"] = True
+    weights = recipe.weights
+    if weights is not None and run.initial_epoch:  # the checkpoint's statistics, not its weights
+        weights = None
+        mode = kres.weights.preprocessing_mode(recipe.model, recipe.weights)
+        if mode is not None:
+            overrides["preprocessing"] = mode
     with run.plan.scope():  # model and optimizer variables belong to the strategy
         model = kres.build(recipe.model, input_shape=run.input_shape,
                            num_classes=recipe.num_classes, include_preprocessing=True,
-                           **overrides)
-        model.compile(
-            optimizer=make_optimizer(model, recipe, recipe.steps_per_epoch),
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=recipe.label_smoothing),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
+                           weights=weights, **overrides)
+        # The phase of the last committed epoch: its optimizer is the one in the checkpoint.
+        compile_for(model, run, _phase(recipe, max(run.initial_epoch - 1, 0)))
         if run.initial_epoch:
             run.checkpoint.restore(model, run.initial_epoch)
     if run.initial_epoch:
         print(f"kres: restored epoch {run.initial_epoch} of {recipe.epochs}")
     return model
+
+
+def _phase(recipe: Recipe, epoch: int) -> str:
+    """"head" during the head-only epochs of a fine-tuning run, else "all"."""
+    return "head" if epoch < recipe.head_epochs else "all"
+
+
+def compile_for(model: keras.Model, run: Run, phase: str) -> None:
+    """Freezes what the phase fixes and compiles: "head" trains only the classifier at the
+    recipe's rate; "all" trains everything but ``recipe.freeze`` (after head epochs, at
+    ``finetune_lr_scale`` x the rate, on a schedule over the remaining epochs)."""
+    recipe = run.recipe
+    finetune.set_frozen(model, "backbone" if phase == "head" else recipe.freeze)
+    if phase == "head":
+        optimizer = make_optimizer(model, recipe, recipe.steps_per_epoch,
+                                   epochs=recipe.head_epochs)
+    elif recipe.head_epochs:
+        optimizer = make_optimizer(model, recipe, recipe.steps_per_epoch,
+                                   epochs=recipe.epochs - recipe.head_epochs,
+                                   scale=recipe.finetune_lr_scale)
+    else:
+        optimizer = make_optimizer(model, recipe, recipe.steps_per_epoch)
+    if recipe.loss == "binary":  # one sigmoid per class ("ResNet strikes back")
+        loss = keras.losses.BinaryCrossentropy(from_logits=True,
+                                               label_smoothing=recipe.label_smoothing)
+    else:
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                    label_smoothing=recipe.label_smoothing)
+    model.compile(optimizer=optimizer, loss=loss,
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                  steps_per_execution=recipe.steps_per_execution)
+    model.kres_phase = phase
 
 
 def fit(run: Run, model: keras.Model) -> TrainResult:
@@ -200,9 +247,18 @@ def fit(run: Run, model: keras.Model) -> TrainResult:
         run.checkpoint,  # last: the checkpoint commits an epoch after everything else recorded it
     ]
     start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
-              initial_epoch=run.initial_epoch, steps_per_epoch=recipe.steps_per_epoch,
-              callbacks=callbacks, verbose=progress(run.config.verbose), shuffle=False)
+    segments = [("head", 0, min(recipe.head_epochs, recipe.epochs)),
+                ("all", recipe.head_epochs, recipe.epochs)]
+    for phase, first, last in segments:
+        if last <= max(first, run.initial_epoch):
+            continue
+        if getattr(model, "kres_phase", None) != phase:
+            with run.plan.scope():
+                compile_for(model, run, phase)
+        model.fit(train_ds, validation_data=val_ds, epochs=last,
+                  initial_epoch=max(first, run.initial_epoch),
+                  steps_per_epoch=recipe.steps_per_epoch, callbacks=callbacks,
+                  verbose=progress(run.config.verbose), shuffle=False)
     train_seconds = time.perf_counter() - start
 
     atomic_save_model(model, os.path.join(run_dir, rundir.FINAL))
@@ -244,8 +300,10 @@ def _metrics(model, run, rows, epoch_seconds, train_seconds) -> dict:
 
 
 def _check_run_dir(run_dir: str, resume: bool) -> None:
+    # config.json alone is a run that never finished an epoch (e.g. its weights did not fit):
+    # starting it again loses nothing.
     started = any(os.path.exists(os.path.join(run_dir, f))
-                  for f in (rundir.CONFIG, rundir.HISTORY, rundir.FINAL))
+                  for f in (rundir.HISTORY, rundir.FINAL))
     if started and not resume:
         raise ConfigError(
             f"{run_dir!r} already holds a run; pass resume=True (--resume) to continue it, "
@@ -285,7 +343,8 @@ def _datasets(recipe: Recipe, plan: Plan, *, first_batch: int) -> tuple:
     batch, per_epoch = recipe.per_host_batch, recipe.batches_per_epoch
     shard = (plan.num_processes, plan.process_id) if plan.num_processes > 1 else None
     train = kdata.load(recipe.data, "train", batch_size=batch, training=True, shard=shard,
-                       start_epoch=first_batch // per_epoch, **common)
+                       start_epoch=first_batch // per_epoch, randaugment=recipe.randaugment,
+                       randaugment_factor=recipe.randaugment_factor, **common)
     train = train.skip(first_batch % per_epoch)
     val = kdata.load(recipe.data, "validation", batch_size=batch, **common)
     test = kdata.load(recipe.data, "test", batch_size=batch, **common)
@@ -293,7 +352,10 @@ def _datasets(recipe: Recipe, plan: Plan, *, first_batch: int) -> tuple:
     def one_hot(x, y):
         return x, tf.one_hot(y, recipe.num_classes)
 
-    return tuple(d.map(one_hot) for d in (train, val, test))
+    train, val, test = (d.map(one_hot) for d in (train, val, test))
+    if recipe.mixup or recipe.cutmix:
+        train = kdata.mix(train, mixup=recipe.mixup, cutmix=recipe.cutmix, seed=recipe.seed)
+    return train, val, test
 
 
 def _agree_on_epoch(epoch: int) -> int:

@@ -182,17 +182,29 @@ def load_legacy_h5(model, path, origin=None):
     """A Keras 2 style ``.h5`` file: matched by layer name, or, when the names differ but the
     number of layers with weights is the same, by position (what ``model.load_weights`` does
     with such files, and how keras.applications loads its own)."""
-    groups = read_legacy_h5(path)
+    return load_groups(model, read_legacy_h5(path), origin or repr(path))
+
+
+def load_groups(model, groups, origin):
+    """``{layer name: {weight name: array}}`` into ``model``: by layer name, or by position when
+    the names differ but the number of layers with weights is the same."""
     ours = [layer.name for layer in model.layers if layer.weights]
     if not set(ours) <= set(groups) and len(ours) == len(groups):
         groups = dict(zip(ours, groups.values()))  # dicts keep the file's layer order
         model.kres_weights["matched"] = "by position"
+    missing = [name for name in ours if name not in groups]
+    if missing:
+        raise KresError(f"{origin} does not fit {model.name!r}: it has no layer {missing[0]!r} "
+                        f"({len(missing)} of the model's {len(ours)} layers with weights are "
+                        "missing); it is not a file of this architecture")
     keys = {f"{layer}/{w}" for layer, ws in groups.items() for w in ws}
-    return assign(model, lambda layer: _h5_arrays(layer, groups), keys, origin or repr(path))
+    return assign(model, lambda layer: _h5_arrays(layer, groups), keys, origin)
 
 
 def load_keras_file(model, path):
-    """``.keras`` / ``.weights.h5`` files of the same architecture (Keras' own loaders)."""
+    """``.weights.h5`` files of the same architecture (Keras' own loader); ``.keras`` files
+    layer by layer, so that a model with another number of classes or input channels takes
+    everything else (the classifier re-initialised, the stem adapted; both announced)."""
     if path.endswith(".weights.h5"):
         try:
             model.load_weights(path)
@@ -200,17 +212,9 @@ def load_keras_file(model, path):
             raise KresError(f"weights file {path!r} does not fit {model.name!r}: {e}") from None
         return model
     source = load_keras_model(path)
-    theirs, ours = source.weights, model.weights
-    if len(theirs) != len(ours):
-        raise KresError(f"weights file {path!r} holds {len(theirs)} weights; model "
-                        f"{model.name!r} has {len(ours)}")
-    for a, b in zip(ours, theirs):
-        if tuple(a.shape) != tuple(b.shape):
-            raise KresError(f"weights file {path!r} does not fit {model.name!r}: {a.path} has "
-                            f"shape {tuple(a.shape)} in the model but {tuple(b.shape)} in the file")
-    for a, b in zip(ours, theirs):
-        a.assign(b)
-    return model
+    groups = {layer.name: {v.name: np.asarray(v) for v in layer.weights}
+              for layer in source.layers if layer.weights}
+    return load_groups(model, groups, f"weights file {path!r}")
 
 
 def load_pretrained(model, spec, entry):
