@@ -13,9 +13,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The figures of each table's rows: all must be positive and finite.
 FIGURES = {
-    "inference": ("images_per_second", "first_call_seconds", "gmacs", "gemm_fraction", "ratio"),
+    "inference": ("images_per_second", "first_call_seconds", "gmacs", "gemm_fraction", "ratio",
+                  "cores_busy"),
     "deploy": ("median_ms", "p90_ms", "bytes", "speedup_vs_fp32", "size_vs_fp32"),
-    "training": ("images_per_second", "first_seconds", "vs_plain_fit"),
+    "training": ("images_per_second", "first_seconds", "vs_plain_fit", "cores_busy"),
 }
 
 

@@ -115,18 +115,28 @@ def repeat_for(work, min_seconds: float) -> int:
     return max(1, int(min_seconds / once + 0.999))
 
 
-def alternate(candidates: dict, rounds: int) -> dict:
-    """Run each candidate ``(work, calls)`` once per round, in turn, ``rounds`` times: the
-    seconds of each run, per candidate. Alternating spreads a shared machine's load changes
-    over all candidates alike, so their ratios hold when their absolute figures do not."""
+def alternate(candidates: dict, rounds: int) -> tuple:
+    """Run each candidate ``(work, calls)`` once per round, in turn, ``rounds`` times: the wall
+    seconds and the CPU seconds (of this process, all its threads) of each run, per candidate.
+    Alternating spreads a shared machine's load changes over all candidates alike, so their
+    ratios hold when their absolute figures do not."""
     seconds = {name: [] for name in candidates}
+    cpu = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, (work, calls) in candidates.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 work()
             seconds[name].append(time.perf_counter() - start)
-    return seconds
+            cpu[name].append(time.process_time() - start_cpu)
+    return seconds, cpu
+
+
+def cores_busy(wall: list, cpu: list) -> float:
+    """Cores this process kept busy on average (CPU seconds / wall seconds of the median runs):
+    on a quiet machine, below the core count means the work left cores idle (serial parts,
+    waiting); on a loaded one it is the share the process got."""
+    return statistics.median(cpu) / statistics.median(wall)
 
 
 def timed(work) -> float:

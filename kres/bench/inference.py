@@ -9,7 +9,7 @@ import statistics
 
 import numpy as np
 
-from kres.bench.common import alternate, rate, repeat_for, timed
+from kres.bench.common import alternate, cores_busy, rate, repeat_for, timed
 
 # mode: (how the model is called, XLA)
 MODES = {
@@ -83,7 +83,7 @@ def measure(models, size, batches, modes, rounds, min_seconds, gemm_gflops=None)
                 candidates = {n: (lambda f=calls[n]: f(x),
                                   repeat_for(lambda f=calls[n]: f(x), min_seconds))
                               for n in group}
-                seconds = alternate(candidates, rounds)
+                seconds, cpu = alternate(candidates, rounds)
                 speed = {n: rate(batch, candidates[n][1], seconds[n]) for n in group}
                 for n in group:
                     row = {"model": n, "backend": keras.backend.backend(), "batch": batch,
@@ -91,7 +91,8 @@ def measure(models, size, batches, modes, rounds, min_seconds, gemm_gflops=None)
                            "image_size": size, "images_per_second": speed[n],
                            "first_call_seconds": first[n], "runs": rounds,
                            "calls_per_run": candidates[n][1],
-                           "spread": _spread(seconds[n]), "gmacs": macs[n] / 1e9}
+                           "spread": _spread(seconds[n]), "gmacs": macs[n] / 1e9,
+                           "cores_busy": cores_busy(seconds[n], cpu[n])}
                     if n in ALTERNATIVES:
                         row["vs"] = ALTERNATIVES[n]
                         row["ratio"] = speed[n] / speed[ALTERNATIVES[n]]

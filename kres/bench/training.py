@@ -13,9 +13,28 @@ import time
 
 import numpy as np
 
+from kres.bench.common import cores_busy
 from kres.machine import cpu_info
+from kres.training.callbacks import EpochTimer
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86-64 and arm64 names (kres.machine)
+
+
+class EpochClock(EpochTimer):
+    """The training loop's EpochTimer (wall seconds of each epoch, timed inside ``fit``) that
+    also records the CPU seconds of this process over each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu_seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._cpu_start = time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
 
 def precisions() -> tuple:
@@ -64,7 +83,6 @@ def measure(rows, steps, xla_options, rounds) -> list:
     import keras
 
     from kres import data as kdata
-    from kres.training.callbacks import EpochTimer
 
     backend = keras.backend.backend()
     results = []
@@ -75,19 +93,20 @@ def measure(rows, steps, xla_options, rounds) -> list:
         plain = {(xla, p): _plain(name, size, batch, xla, p, x, y)
                  for xla in xla_options for p in precisions()}
         seconds = {key: [] for key in plain}
+        cpu = {key: [] for key in plain}
         kres_seconds = {p: [] for p in precisions()}
         first = {}
         with tempfile.TemporaryDirectory(prefix="kres-bench-train-") as tmp:
             for r in range(rounds + 1):  # round 0: compilation and warm-up
                 for key, model in plain.items():
-                    timer = EpochTimer()
+                    timer = EpochClock()
                     model.fit(x[:n], y[:n], batch_size=batch, epochs=1, verbose=0, shuffle=False,
                               callbacks=[timer])
-                    elapsed = timer.seconds[0]
                     if r:
-                        seconds[key].append(elapsed)
+                        seconds[key].append(timer.seconds[0])
+                        cpu[key].append(timer.cpu_seconds[0])
                     else:
-                        first[key] = elapsed
+                        first[key] = timer.seconds[0]
                 for p in precisions():
                     if r == 0:
                         continue
@@ -106,6 +125,7 @@ def measure(rows, steps, xla_options, rounds) -> list:
             results.append({**common, "path": "model.fit", "xla": xla, "precision": p,
                             "images_per_second": n / statistics.median(secs),
                             "first_seconds": first[(xla, p)],
+                            "cores_busy": cores_busy(secs, cpu[(xla, p)]),
                             "includes": "training steps only (arrays in memory)"})
     return results
 
