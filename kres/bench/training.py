@@ -120,7 +120,7 @@ def measure(rows, steps, xla_options, rounds) -> list:
             results.append({**common, "path": "kres.training.train", "xla": False,
                             "precision": p, "images_per_second": n / statistics.median(
                                 kres_seconds[p]), "first_seconds": first[("kres", p)],
-                            "includes": "validation and checkpoint callbacks every epoch"})
+                            "includes": "each epoch's validation pass (the loop's own images/s)"})
         for (xla, p), secs in seconds.items():
             results.append({**common, "path": "model.fit", "xla": xla, "precision": p,
                             "images_per_second": n / statistics.median(secs),
