@@ -7,7 +7,7 @@ from kres.analysis import model_info
 from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
 from kres.weights import list_pretrained, pretrained_info
 
-_SUBMODULES = ("analysis", "data", "export", "models", "training", "weights")
+_SUBMODULES = ("analysis", "bench", "data", "export", "models", "training", "weights")
 
 
 def __getattr__(name):

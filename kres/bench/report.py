@@ -1,0 +1,99 @@
+"""The benchmark's result (``kres.bench.run``) as Markdown tables."""
+
+from __future__ import annotations
+
+
+def _table(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _f(value, pattern="{:.1f}"):
+    return "" if value is None else pattern.format(value)
+
+
+def machine(result) -> str:
+    m = result["machine"]
+    cpu, gemm = m["cpu"], m["gemm"]
+    rows = [("CPU", cpu["model"]), ("arch, cores", f"{cpu['arch']}, {cpu['cores']}"),
+            ("flags", " ".join(cpu["flags"]) or "none of those kres checks"),
+            ("float32 GEMM", f"{gemm['gflops']:.1f} GFLOP/s (best of {gemm['repeats']}, "
+                             f"{gemm['size']}x{gemm['size']}, {gemm['library']})"),
+            ("load average at start (1, 5, 15 min)", m["load_start"]),
+            ("load average at end", m.get("load_end")),
+            ("suite", f"{result['suite']['name']}: each figure the median of "
+                      f"{result['suite']['rounds']} alternated runs")]
+    return _table(("machine", ""), rows)
+
+
+def inference(result) -> str:
+    rows = [(r["model"], r["backend"], r["batch"], r["call"], "on" if r["xla"] else "off",
+             _f(r["images_per_second"]), _f(r.get("ratio"), "{:.2f}"),
+             _f(r.get("gemm_fraction"), "{:.0%}"), _f(r.get("vs_tensorflow"), "{:.2f}"),
+             _f(r["cores_busy"], "{:.2f}"), _f(r["first_call_seconds"], "{:.1f}"),
+             f"{r['runs']}x{r['calls_per_run']}")
+            for r in result["inference"]]
+    return _table(("model", "backend", "batch", "call", "XLA", "images/s",
+                   "kres / keras.applications", "of GEMM rate", "vs TensorFlow", "cores busy",
+                   "first call s", "runs x calls"), rows)
+
+
+def deploy(result) -> str:
+    rows = [(r["model"], r["format"], r["quantization"], _f(r["median_ms"]), _f(r["p90_ms"]),
+             _f(r["speedup_vs_fp32"], "{:.2f}x"), f"{r['bytes'] / 2**20:.1f} MiB",
+             _f(r["size_vs_fp32"], "{:.2f}"), r["threads"], f"{r['runs']}x{r['repeats_per_run']}")
+            for r in result["deploy"]]
+    return _table(("model", "format", "quantisation", "median ms", "p90 ms", "speed vs fp32",
+                   "size", "size vs fp32", "threads", "runs x images"), rows)
+
+
+def training(result) -> str:
+    rows = [(r["model"], f"{r['image_size']}px b{r['batch']}", r["backend"], r["path"],
+             "on" if r["xla"] else "off", r["precision"], _f(r["images_per_second"]),
+             _f(r.get("vs_plain_fit"), "{:.2f}"), _f(r.get("vs_tensorflow"), "{:.2f}"),
+             _f(r.get("cores_busy"), "{:.2f}"), _f(r["first_seconds"], "{:.1f}"),
+             f"{r['runs']}x{r['steps_per_run']} steps")
+            for r in result["training"]]
+    text = _table(("model", "input", "backend", "path", "XLA", "precision", "images/s",
+                   "vs model.fit", "vs TensorFlow", "cores busy", "first run s", "runs"), rows)
+    job = result.get("main_job")
+    if job:
+        text += (f"\n\nMain job: {job['model']} on {job['data']}, {job['epochs']} epochs: "
+                 f"{job['wall_seconds']:.0f} s wall, {job['images_per_second']:.0f} images/s, "
+                 f"test accuracy {job['test_accuracy']:.2%}")
+    return text
+
+
+def targets(result) -> str:
+    """Where the figures stand against kres' performance targets."""
+    rows = []
+    inference = result.get("inference", [])
+    ratios = [r["ratio"] for r in inference if "ratio" in r]
+    if ratios:
+        rows.append(("kres / keras.applications, same architecture, every row", ">= 1.00",
+                     f"{min(ratios):.2f} (lowest of {len(ratios)})"))
+    r50 = [r for r in inference if r["model"] in ("resnet50", "keras_resnet50")
+           and r["batch"] == 32 and "gemm_fraction" in r]
+    if r50:
+        best = max(r50, key=lambda r: r["gemm_fraction"])
+        rows.append(("ResNet-50 batch 32 inference, of the GEMM rate", ">= 80%",
+                     f"{best['gemm_fraction']:.0%} ({best['model']}, {best['backend']}, "
+                     f"{best['call']}, XLA {'on' if best['xla'] else 'off'})"))
+    for r in result.get("deploy", []):
+        if r["quantization"] == "int8":
+            rows.append((f"{r['model']} {r['format']} int8 vs fp32 latency", "faster",
+                         f"{r['speedup_vs_fp32']:.2f}x with {' '.join(r['cpu_flags'])}"))
+    if not rows:
+        return "(no target measured)"
+    return _table(("target", "wanted", "measured"), rows)
+
+
+def tables(result) -> str:
+    """Every table the result holds, with a heading each."""
+    parts = [("Machine", machine)]
+    parts += [(title, f) for key, title, f in (
+        ("inference", "Inference (Keras)", inference), ("deploy", "Deployment", deploy),
+        ("training", "Training", training)) if key in result]
+    parts.append(("Targets", targets))
+    return "\n\n".join(f"## {title}\n\n{f(result)}" for title, f in parts)

@@ -1,0 +1,72 @@
+"""tools/benchmark.py: every table measured at toy sizes, as JSON whose figures are all usable.
+No timing is asserted (figures depend on the machine and its load)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The figures of each table's rows: all must be positive and finite.
+FIGURES = {
+    "inference": ("images_per_second", "first_call_seconds", "gmacs", "gemm_fraction", "ratio",
+                  "cores_busy"),
+    "deploy": ("median_ms", "p90_ms", "bytes", "speedup_vs_fp32", "size_vs_fp32"),
+    "training": ("images_per_second", "first_seconds", "vs_plain_fit", "cores_busy"),
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"),
+                           "--suite", "smoke", "--json", str(path)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    with open(path) as f:
+        return json.load(f), proc.stdout
+
+
+def positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_smoke_suite_measures_every_table_with_usable_figures(smoke):
+    result, stdout = smoke
+    machine = result["machine"]
+    assert set(machine["cpu"]) == {"model", "arch", "cores", "flags"}
+    assert positive(machine["gemm"]["gflops"])
+    assert len(machine["load_start"]) == 3 and len(machine["load_end"]) == 3
+    # The smoke suite's rows: every (model, batch, mode) of inference, both alternatives.
+    assert [(r["model"], r["mode"]) for r in result["inference"]] == [
+        ("keras_resnet50", "predict"), ("keras.applications.ResNet50", "predict"),
+        ("keras_resnet50", "function"), ("keras.applications.ResNet50", "function")]
+    assert [(r["format"], r["quantization"]) for r in result["deploy"]] == [
+        ("tflite", "fp32"), ("tflite", "int8")]
+    assert [(r["path"], r["xla"]) for r in result["training"]] == [
+        ("kres.training.train", False), ("model.fit", False)]
+    for table, figures in FIGURES.items():
+        for row in result[table]:
+            for name in figures:
+                if name in row:
+                    assert positive(row[name]), (table, name, row)
+    assert all("ratio" in r for r in result["inference"] if r["model"] == "keras_resnet50")
+    deploy = {r["quantization"]: r for r in result["deploy"]}
+    assert deploy["fp32"]["speedup_vs_fp32"] == 1.0 and deploy["fp32"]["size_vs_fp32"] == 1.0
+    assert deploy["int8"]["size_vs_fp32"] < 0.5  # int8 weights: a quarter of the bytes, roughly
+    for heading in ("## Machine", "## Inference (Keras)", "## Deployment", "## Training",
+                    "load average at end"):
+        assert heading in stdout
+
+
+def test_unknown_suite_is_one_clear_error():
+    from kres.bench import BenchmarkError, run
+
+    with pytest.raises(BenchmarkError, match="unknown suite 'quik'; accepted: full, quick, smoke"):
+        run("quik")
+    with pytest.raises(BenchmarkError, match="unknown table.*accepted: machine, inference"):
+        run("smoke", tables=("speed",))
