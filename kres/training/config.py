@@ -35,6 +35,10 @@ FAMILY_DEFAULTS = {
 }
 # Per dataset, where the family value does not fit it (digits is 1,259 training images).
 DATA_DEFAULTS = {"digits": dict(epochs=30, warmup_epochs=2.0)}
+# Quantisation-aware fine-tuning of a trained run: a few epochs at 1/100 of the peak learning
+# rate, no warm-up (the weights are trained; QAT only adapts them to int8).
+QAT_DEFAULTS = dict(epochs=5, warmup_epochs=0.0)
+QAT_LR_FACTOR = 0.01
 
 
 def option(default, help, choices=None):
@@ -78,6 +82,8 @@ class TrainConfig:
     process_id: int | None = option(None, "multi-host JAX: this process's index")
     multi_host: bool = option(False, "multi-host JAX on Cloud TPU (jax.distributed.initialize() "
                                      "discovers the pod)")
+    qat: bool = option(False, "quantisation-aware fine-tuning of the trained run in out (its "
+                              "best.keras) into out-qat, for int8 files that lose nothing")
     verbose: int | str = option("auto", "progress bar on a terminal, a line per epoch otherwise")
 
     def check(self) -> None:
@@ -170,6 +176,8 @@ def resolve(config: TrainConfig, plan=None, meta=None) -> Recipe:
     config.check()
     family = family_of(config.model)
     defaults = {**FAMILY_DEFAULTS[family], **DATA_DEFAULTS.get(config.data, {})}
+    if config.qat:
+        defaults.update(QAT_DEFAULTS, lr=defaults["lr"] * QAT_LR_FACTOR)
     value = {k: getattr(config, k) if getattr(config, k) is not None else v
              for k, v in defaults.items()}
     replicas = plan.replicas if plan is not None else 1
