@@ -15,3 +15,4 @@ Its int8 TFLite and ONNX files take their ranges from the model, without calibra
 from kres.quantize.layers import ActivationQuantizer, QuantConv2D, QuantDense  # noqa: F401
 from kres.quantize.observe import observe, quantizers, ranges  # noqa: F401
 from kres.quantize.qat import is_qat, qat  # noqa: F401
+from kres.quantize.report import compare, table  # noqa: F401

@@ -74,6 +74,10 @@ def qdq_ranges(proto):
         graph.node.remove(node)
     for node in graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]  # not the pairs' scales
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     for output in graph.output:
         if output.name in renames:  # a model output that was quantised: keep its name
             graph.node.append(onnx.helper.make_node("Identity", [renames[output.name]],
