@@ -101,6 +101,7 @@ def load_keras_model(path: str, compile: bool = False):
     # Registers kres' custom layers for deserialisation; imported here, not at the top, so that
     # this ground-floor module does not depend on the models package.
     import kres.models  # noqa: F401
+    import kres.quantize.layers  # noqa: F401  (QAT models)
 
     check_keras_archive(path)
     try:

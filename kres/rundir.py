@@ -10,6 +10,7 @@ them) and export (which reads them).
         curves.png     loss and accuracy per epoch
         logs/          TensorBoard
         backup/        the resumable checkpoint (weights, optimizer state, epoch)
+    runs/digits-resnet20-qat/   its quantisation-aware fine-tuning (``--qat``), the same files
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ METRICS = "metrics.json"
 CURVES = "curves.png"
 LOGS = "logs"
 BACKUP = "backup"
+QAT_SUFFIX = "-qat"  # a QAT fine-tuning run's directory: the trained run's, plus this
 
 
 def is_run(path) -> bool:

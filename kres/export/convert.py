@@ -386,20 +386,8 @@ class OnnxInt8:
     def reader(self, images=None):
         """An onnxruntime CalibrationDataReader over ``images`` (default: the calibration set),
         one image per call."""
-        from onnxruntime.quantization import CalibrationDataReader
-
-        images = self.calibration if images is None else images
-        name = self.input_name
-
-        class Images(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter(images[i:i + 1] for i in range(len(images)))
-
-            def get_next(self):
-                image = next(self.batches, None)
-                return None if image is None else {name: image}
-
-        return Images()
+        return calibration_reader(self.input_name,
+                                  self.calibration if images is None else images)
 
     def quantize(self, path, *, per_channel=True, keep_float=(), calibration="minmax"):
         """The quantised model at ``path``, names as in the prepared graph. ``calibration``:
@@ -438,6 +426,21 @@ class OnnxInt8:
         _drop_zero_zero_points(proto)
         _save_onnx(proto, os.fspath(path))
         return os.fspath(path)
+
+
+def calibration_reader(input_name, images):
+    """An onnxruntime CalibrationDataReader feeding ``images`` to ``input_name``, one a call."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(images[i:i + 1] for i in range(len(images)))
+
+        def get_next(self):
+            image = next(self.batches, None)
+            return None if image is None else {input_name: image}
+
+    return Images()
 
 
 def _activation_bytes(model):

@@ -26,6 +26,8 @@ from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
 from kres.files import atomic_write_text, load_keras_model, sha256_of, size_of
 from kres.machine import cpu_info
+from kres.quantize import convert as qat_convert
+from kres.quantize import is_qat
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
@@ -74,6 +76,7 @@ class HeldOut:
     labels: list | None = None
     calibration: np.ndarray | None = None
     calibration_source: str | None = None
+    float_reference: np.ndarray | None = None  # QAT models: the float model's outputs
 
 
 def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
@@ -122,6 +125,9 @@ def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
     plan = _plan(formats, quantize, explicit, held_out, io)
     reference = KerasRunner(model)
     expected = reference.predict(held_out.images)
+    if is_qat(model):  # int8 from the model's own ranges; float model beside it
+        plan = qat_convert.plan(plan, explicit, io)
+        source["float_model"] = qat_convert.float_reference(source, held_out, expected)
     classifier = classifier_metadata(model, held_out.labels) if metadata else None
 
     with _staging(out) as staging:
@@ -289,6 +295,9 @@ def _convert(model, fmt, quantization, path, *, opset, classifier):
 
 
 def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
+    if is_qat(model):
+        return qat_convert.write_int8(model, fmt, path, held_out, check, opset=opset,
+                                      classifier=classifier)
     layer_names = [layer.name for layer in model.layers]
     if fmt == "tflite":
         quantizer = convert.TFLiteInt8(model, held_out.calibration, io=io, metadata=classifier)

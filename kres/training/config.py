@@ -36,6 +36,10 @@ FAMILY_DEFAULTS = {
 }
 # Per dataset, where the family value does not fit it (digits is 1,259 training images).
 DATA_DEFAULTS = {"digits": dict(epochs=30, warmup_epochs=2.0)}
+# Quantisation-aware fine-tuning of a trained run: a few epochs at 1/100 of the peak learning
+# rate, no warm-up (the weights are trained; QAT only adapts them to int8).
+QAT_DEFAULTS = dict(epochs=5, warmup_epochs=0.0)
+QAT_LR_FACTOR = 0.01
 
 # Recipe presets (--recipe). "classic": SGD + Nesterov, cosine, label smoothing (the family
 # values above). "modern": in the spirit of "ResNet strikes back" (Wightman et al. 2021, the A3
@@ -108,6 +112,8 @@ class TrainConfig:
     finetune_lr_scale: float = option(0.1, "learning-rate factor after the head epochs")
     steps_per_execution: int | None = option(None, "training steps per device call (default: "
                                                    "chosen for the platform and model)")
+    qat: bool = option(False, "quantisation-aware fine-tuning of the trained run in out (its "
+                              "best.keras) into out-qat, for int8 files that lose nothing")
     verbose: int | str = option("auto", "progress bar on a terminal, a line per epoch otherwise")
 
     def check(self) -> None:
@@ -225,6 +231,8 @@ def resolve(config: TrainConfig, plan=None, meta=None) -> Recipe:
     family = family_of(config.model)
     defaults = {**FAMILY_DEFAULTS[family], **DATA_DEFAULTS.get(config.data, {}),
                 **RECIPES[config.recipe]}
+    if config.qat:
+        defaults.update(QAT_DEFAULTS, lr=defaults["lr"] * QAT_LR_FACTOR)
     value = {k: getattr(config, k, None) if getattr(config, k, None) is not None else v
              for k, v in defaults.items()}
     replicas = plan.replicas if plan is not None else 1

@@ -27,6 +27,8 @@ from kres.training import finetune
 from kres.training.config import Recipe, TrainConfig, resolve
 from kres.training.distribute import Plan, choose, init_multi_host
 
+QAT_OBSERVE_IMAGES = 512  # training images whose activation ranges start QAT
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -126,8 +128,10 @@ def prepare(config: TrainConfig) -> Run:
     config.check()
     process_id, num_processes = init_multi_host(config)
     out = config.run_dir()
+    if config.qat:  # fine-tune the run in out; write out-qat
+        config, out = _qat_source(config), out + rundir.QAT_SUFFIX
     if config.resume:
-        config = _saved_config(out, dataclasses.replace(config, out=out))
+        config = _saved_config(out, config if config.qat else dataclasses.replace(config, out=out))
     _check_run_dir(out, config.resume)
     if keras.backend.backend() == "jax":
         _hide_gpus_from_tensorflow()  # tf.data only; leave the accelerators to JAX
@@ -187,9 +191,12 @@ def build(run: Run) -> keras.Model:
         if mode is not None:
             overrides["preprocessing"] = mode
     with run.plan.scope():  # model and optimizer variables belong to the strategy
-        model = kres.build(recipe.model, input_shape=run.input_shape,
-                           num_classes=recipe.num_classes, include_preprocessing=True,
-                           weights=weights, **overrides)
+        if run.config.qat:
+            model = _qat_model(run)
+        else:
+            model = kres.build(recipe.model, input_shape=run.input_shape,
+                               num_classes=recipe.num_classes, include_preprocessing=True,
+                               weights=weights, **overrides)
         # The phase of the last committed epoch: its optimizer is the one in the checkpoint.
         compile_for(model, run, _phase(recipe, max(run.initial_epoch - 1, 0)))
         if run.initial_epoch:
@@ -309,6 +316,29 @@ def _check_run_dir(run_dir: str, resume: bool) -> None:
             f"{run_dir!r} already holds a run; pass resume=True (--resume) to continue it, "
             "or choose another out directory."
         )
+
+
+def _qat_source(config: TrainConfig) -> TrainConfig:
+    """``config`` with the model, data and image size of the trained run it fine-tunes."""
+    source = config.run_dir()
+    saved = rundir.read_config(source)
+    if not rundir.is_run(source) or saved is None:
+        raise ConfigError(f"qat=True fine-tunes the trained run in {source!r}, but there is no "
+                          f"{rundir.BEST} there; train it first (or give its directory as out)")
+    used = saved["resolved"]
+    return dataclasses.replace(config, model=used["model"], data=used["data"],
+                               data_dir=used["data_dir"], image_size=used["image_size"])
+
+
+def _qat_model(run: Run) -> keras.Model:
+    """The QAT twin of the trained run's best.keras, activation ranges observed on training
+    images."""
+    from kres import quantize
+
+    recipe = run.recipe
+    images, _ = kdata.arrays(recipe.data, "train", image_size=recipe.image_size,
+                             limit=QAT_OBSERVE_IMAGES, data_dir=recipe.data_dir)
+    return quantize.qat(run.config.run_dir(), images)
 
 
 def _saved_config(run_dir: str, config: TrainConfig) -> TrainConfig:

@@ -1,0 +1,241 @@
+"""A trained QAT model becomes int8 TFLite and ONNX files that use its own ranges: no
+calibration.
+
+TFLite: the converter reads the fake-quantisation ops (``optimizations = DEFAULT`` without a
+representative dataset) and gives every int8 tensor the scale and zero point of its quantiser;
+weights are re-quantised per channel from their (already int8-exact) values. The input
+normalisation stays in float, ahead of the first QUANTIZE op.
+
+ONNX: tf2onnx turns each per-tensor fake-quantisation into a QuantizeLinear/DequantizeLinear
+pair, but folds the per-channel weight fake-quantisation into float weights, which onnxruntime
+then runs as float convolutions. So the pairs are read (their scales and zero points are the QAT
+ranges), removed, and handed to onnxruntime's own static quantiser as ``TensorQuantOverrides``:
+it writes the usual QDQ file (uint8 activations, int8 per-channel weights, ``reduce_range``, see
+:class:`kres.export.convert.OnnxInt8`) with exactly those activation ranges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+
+import numpy as np
+
+from kres.errors import ExportError
+from kres.export import convert
+
+QUANTISED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "Pad", "GlobalAveragePool",
+                 "AveragePool", "Reshape", "Squeeze", "Flatten")
+
+
+def to_tflite(model, path, *, metadata=None):
+    """Write the QAT ``model`` as a full-integer .tflite file (float input and output) with its
+    learned ranges."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        convert.to_saved_model(model, tmp)
+        converter = convert._tflite_converter(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        flatbuffer = convert._convert(converter, "QAT int8")
+    input_name, output_names = convert.io_names(model)
+    return convert.write_tflite(flatbuffer, path, input_name, output_names, metadata)
+
+
+def qdq_ranges(proto):
+    """Remove the QuantizeLinear/DequantizeLinear pairs tf2onnx made of the fake-quantisation
+    ops from ``proto`` (in place); return {tensor name: (scale, zero point)} of the tensors they
+    quantised."""
+    import onnx.numpy_helper
+
+    graph = proto.graph
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    nodes = list(graph.node)
+    by_input = {}
+    for node in nodes:
+        for name in node.input:
+            by_input.setdefault(name, []).append(node)
+    ranges, drop, renames = {}, [], {}
+    for node in nodes:
+        if node.op_type != "QuantizeLinear":
+            continue
+        readers = by_input.get(node.output[0], [])
+        if len(readers) != 1 or readers[0].op_type != "DequantizeLinear":
+            raise ExportError(f"unexpected ONNX graph: QuantizeLinear {node.name} is not "
+                              "followed by one DequantizeLinear")
+        dequantize = readers[0]
+        scale, zero_point = (values[name] for name in node.input[1:3])
+        ranges[node.input[0]] = (float(scale), int(zero_point))
+        renames[dequantize.output[0]] = node.input[0]
+        drop += [node, dequantize]
+    for node in drop:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+    used = {name for node in graph.node for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]  # not the pairs' scales
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    for output in graph.output:
+        if output.name in renames:  # a model output that was quantised: keep its name
+            graph.node.append(onnx.helper.make_node("Identity", [renames[output.name]],
+                                                    [output.name]))
+    return ranges
+
+
+def _matmul_add_to_gemm(proto):
+    """MatMul + bias Add (tf2onnx's Dense) as one Gemm, so that the quantiser does not give the
+    product before the bias a range of its own (calibrated, not learned: the QAT model never
+    sees that tensor)."""
+    import onnx
+
+    graph = proto.graph
+    initializers = {i.name: i for i in graph.initializer}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for node in list(graph.node):
+        if node.op_type != "MatMul" or node.input[1] not in initializers:
+            continue
+        add = readers.get(node.output[0], [])
+        if len(add) != 1 or add[0].op_type != "Add":
+            continue
+        add = add[0]
+        bias = [name for name in add.input if name != node.output[0]]
+        if len(bias) != 1 or bias[0] not in initializers or \
+                len(initializers[bias[0]].dims) != 1:
+            continue
+        gemm = onnx.helper.make_node("Gemm", [node.input[0], node.input[1], bias[0]],
+                                     list(add.output), name=f"{node.name}_gemm")
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        graph.node.remove(add)
+        graph.node.insert(index, gemm)
+
+
+class OnnxQAT:
+    """The QAT model as a float ONNX graph plus the activation ranges its quantisers hold;
+    :meth:`write` quantises it with onnxruntime. A context manager (it owns a directory)."""
+
+    def __init__(self, model, opset=17):
+        self.input_name, self.output_names = convert.io_names(model)
+        self._tmp = tempfile.TemporaryDirectory()
+        self.float_path = os.path.join(self._tmp.name, "float.onnx")
+        proto = convert.onnx_graph(model, opset)
+        self.ranges = qdq_ranges(proto)
+        _matmul_add_to_gemm(proto)
+        convert._save_onnx(proto, self.float_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._tmp.cleanup()
+
+    def overrides(self):
+        return {name: [{"scale": np.array(scale, np.float32),
+                        "zero_point": np.array(zero_point, np.uint8)}]
+                for name, (scale, zero_point) in self.ranges.items()}
+
+    def write(self, path, calibration, *, reduce_range=True):
+        """Quantise (uint8 activations at the QAT ranges, int8 per-channel weights) and write
+        ``path``. ``calibration``: images for the few tensors without a QAT range (none in a
+        kres ResNet: every quantised op's inputs and output have one)."""
+        import onnx
+        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+        raw = os.path.join(self._tmp.name, "quantized.onnx")
+        reader = convert.calibration_reader(self.input_name, calibration)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(self.float_path, raw, reader, quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8,
+                                weight_type=QuantType.QInt8, per_channel=True,
+                                reduce_range=reduce_range, op_types_to_quantize=QUANTISED_OPS,
+                                extra_options={"TensorQuantOverrides": self.overrides()})
+        except Exception as error:
+            raise ExportError(f"ONNX int8 quantisation of the QAT model failed: {error}") \
+                from error
+        proto = onnx.load(raw)
+        convert._shorten_names(proto)
+        convert._drop_zero_zero_points(proto)
+        convert._save_onnx(proto, os.fspath(path))
+        return os.fspath(path)
+
+
+def to_onnx(model, path, calibration, *, opset=17, reduce_range=True):
+    """Write the QAT ``model`` as an int8 QDQ ONNX file with its learned activation ranges."""
+    with OnnxQAT(model, opset) as quantizer:
+        return quantizer.write(path, calibration, reduce_range=reduce_range)
+
+
+# ------------------------------------------------------------------ the export pipeline's step
+
+
+def plan(pairs, explicit, io="float"):
+    """The (format, quantisation) pairs an export of a QAT model produces: its int8 files (and
+    the SavedModel); float TFLite/ONNX files of a QAT model would be neither float nor int8."""
+    if io != "float":
+        raise ExportError(f"io={io!r}: int8 files of a QAT model take and give float tensors "
+                          "(io='float'); the input normalisation runs in float before them")
+    kept = [(f, q) for f, q in pairs if q == "int8" or f == "saved_model"]
+    dropped = [f"{f} {q}" for f, q in pairs if (f, q) not in kept]
+    if dropped and explicit:
+        raise ExportError(f"a QAT model exports to int8 TFLite and ONNX (and a SavedModel); "
+                          f"not {', '.join(dropped)}: export the float run for those")
+    if not kept:
+        raise ExportError("nothing to export for a QAT model: ask for quantize=int8")
+    return kept
+
+
+def write_int8(model, fmt, path, held_out, check, *, opset=17, classifier=None):
+    """The int8 file of the QAT ``model`` (its ranges, no search): ``(entry, report)`` as
+    :func:`kres.export.precision.search` returns them. The report says the ranges are the QAT
+    model's and, when ``held_out.float_reference`` holds the float model's outputs, how the
+    file agrees with the float model too."""
+    from kres.export.runners import load
+    from kres.quantize.observe import quantizers
+
+    if fmt == "tflite":
+        to_tflite(model, path, metadata=classifier)
+        weights = "int8 per output channel"
+    else:
+        to_onnx(model, path, held_out.calibration[:8], opset=opset)
+        weights = "int8 per output channel, reduce_range (7-bit values)"
+    entry = check(path)
+    report = {"ranges": "qat", "kept": "QAT ranges", "activation_ranges": len(quantizers(model)),
+              "weights": weights, "tries": [], "worst_layers": []}
+    reference = getattr(held_out, "float_reference", None)
+    if reference is not None:
+        got = load(path, verify=False).predict(held_out.images)
+        report["top1_agreement_with_float"] = float(
+            (got.argmax(-1) == reference.argmax(-1)).mean())
+    return entry, report
+
+
+def float_reference(source, held_out, expected):
+    """For a QAT model loaded from a QAT run (``runs/x-qat``): the float model of the trained
+    run it fine-tuned (``runs/x``), its outputs kept in ``held_out.float_reference``, and its
+    manifest record (its accuracy and agreement with the QAT model). None without that run."""
+    from kres import rundir
+    from kres.export.runners import KerasRunner
+    from kres.files import load_keras_model, sha256_of
+
+    path = source.get("model") if source.get("from") == "file" else None
+    run_dir = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not run_dir.endswith(rundir.QAT_SUFFIX):
+        return None
+    float_run = run_dir[:-len(rundir.QAT_SUFFIX)]
+    if not rundir.is_run(float_run):
+        return None
+    float_path = os.path.join(float_run, rundir.BEST)
+    outputs = KerasRunner(load_keras_model(float_path)).predict(held_out.images)
+    held_out.float_reference = outputs
+    record = {"model": float_path, "sha256": sha256_of(float_path),
+              "top1_agreement_with_qat": float((outputs.argmax(-1) == expected.argmax(-1)).mean())}
+    if held_out.truth is not None:
+        record["accuracy"] = float((outputs.argmax(-1) == held_out.truth).mean())
+    return record
