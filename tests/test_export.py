@@ -428,7 +428,8 @@ def test_manifest_records_source_preprocessing_labels_and_converters(manifest):
     assert data["verification"]["source"] == "digits:test"
     assert data["verification"]["samples"] == 269
     assert data["verification"]["tolerances"] == {"max_abs_diff": 1e-4, "max_rel_diff": 1e-5,
-                                                  "min_agreement": 0.98}
+                                                  "min_agreement": 0.98,
+                                                  "max_quantized_error": 0.1}
     labels = open(os.path.join(os.path.dirname(manifest.path), "labels.txt")).read()
     assert labels.split() == [str(i) for i in range(10)]
     assert set(data["converters"]) == {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime",

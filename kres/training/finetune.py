@@ -44,7 +44,13 @@ def parse_freeze(freeze: str, num_stages: int) -> int:
 
 def frozen(model, freeze: str) -> list:
     """The layers of ``model`` that ``freeze`` fixes (those with weights, in model order)."""
-    num_stages = len(model.kres_spec.depths)
+    if freeze == "none":
+        return []
+    spec = getattr(model, "kres_spec", None)
+    if spec is None:
+        raise ConfigError(f"freeze={freeze!r} needs a kres model (one that knows its stages); "
+                          f"{model.name!r} is not, so only freeze='none' applies")
+    num_stages = len(spec.depths)
     stages = parse_freeze(freeze, num_stages)
     out = []
     for layer in model.layers:
