@@ -342,6 +342,19 @@ def test_default_recipe_exports_int8_for_other_seeds(tmp_path, seed):
         assert a["top1_agreement"] >= 0.98, (a["path"], a["int8"]["tries"])
 
 
+def test_int8_conversion_prints_nothing_to_the_terminal(tmp_path, capfd):
+    # TensorFlow's quantiser writes "fully_quantize: 0, inference_type: 6, ..." from C++ straight
+    # to file descriptor 2 on every call; the exporter keeps it off the user's terminal.
+    model = kres.build("resnet20", input_shape=(16, 16, 1), num_classes=3)
+    calibration = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype(np.float32)
+    capfd.readouterr()
+    kres.export.to_tflite(model, tmp_path / "m.tflite", "int8", calibration=calibration)
+    kres.export.to_tflite(model, tmp_path / "d.tflite", "dynamic")
+    out, err = capfd.readouterr()
+    assert "fully_quantize" not in out + err
+    assert (tmp_path / "m.tflite").stat().st_size > 0 and (tmp_path / "d.tflite").stat().st_size > 0
+
+
 # 4. What phone apps read: metadata, and latency that says where it was measured.
 
 @pytest.mark.parametrize("quantization", ["fp32", "fp16", "dynamic", "int8"])

@@ -68,19 +68,30 @@ def io_names(model):
 
 
 @contextlib.contextmanager
-def _native_stdout_silenced():
+def _native_output_captured():
     """TensorFlow's int8 quantiser prints its settings ("fully_quantize: 0, inference_type:
-    6, ...") from C++ on every call, past Python's sys.stdout: point file descriptor 1 at
-    /dev/null while it runs."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
+    6, ...") from C++ on every call, on file descriptor 2, past Python's sys.stderr: point
+    descriptors 1 and 2 at a temporary file while it runs, and replay the file on stderr only
+    when the call fails (so a converter error keeps its native detail)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    failed = False
+    with tempfile.TemporaryFile() as captured:
+        try:
+            for fd in saved:
+                os.dup2(captured.fileno(), fd)
             yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            if failed:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -151,7 +162,8 @@ def _tflite_converter(saved_model_dir):
 
 def _convert(converter, what):
     try:
-        return converter.convert()
+        with _native_output_captured():
+            return converter.convert()
     except Exception as error:  # the converter raises ConverterError with the op it lacks
         raise ExportError(f"TFLite conversion ({what}) failed: {error}") from error
 
@@ -195,7 +207,7 @@ class TFLiteInt8:
         io = "float" if numeric_verify else self.io
         dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
         try:
-            with _native_stdout_silenced():
+            with _native_output_captured():
                 return tflite_convert.mlir_quantize(
                     self.calibrated, disable_per_channel=not per_channel, input_data_type=dtype,
                     output_data_type=dtype, enable_numeric_verify=numeric_verify,
