@@ -41,7 +41,7 @@ def test_defaults_make_digits_need_no_flag():
     assert recipe.peak_lr == pytest.approx(0.1)
     assert recipe.weight_decay == 5e-4
     assert recipe.label_smoothing == 0.0
-    assert recipe.warmup_epochs == 2.0
+    assert recipe.warmup_epochs == 5.0
     assert recipe.out == os.path.join("runs", "digits-resnet20")
 
 
