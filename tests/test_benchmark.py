@@ -70,3 +70,15 @@ def test_unknown_suite_is_one_clear_error():
         run("quik")
     with pytest.raises(BenchmarkError, match="unknown table.*accepted: machine, inference"):
         run("smoke", tables=("speed",))
+
+
+def test_alternated_runs_reverse_their_order_every_other_round():
+    from kres.bench.common import alternate
+
+    calls = []
+    candidates = {name: (lambda name=name: calls.append(name), 2) for name in ("a", "b", "c")}
+    seconds, cpu = alternate(candidates, rounds=3)
+    assert calls == ["a", "a", "b", "b", "c", "c", "c", "c", "b", "b", "a", "a",
+                     "a", "a", "b", "b", "c", "c"]
+    assert {name: len(runs) for name, runs in seconds.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(len(cpu[name]) == 3 for name in candidates)
