@@ -135,6 +135,32 @@ def test_onnx_quantiser_gets_every_learned_range(twin):
     assert sorted(round(scale, 6) for scale, _ in ranges.values()) == expected
 
 
+def test_onnx_file_holds_the_qat_weights_exactly(twin, images, tmp_path):
+    import onnx
+    import onnx.numpy_helper
+
+    path = qconvert.to_onnx(twin, tmp_path / "q.onnx", images[0][:8])
+    proto = onnx.load(path)
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    made_by = {out: node for node in proto.graph.node for out in node.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(isinstance(l, kres.quantize.layers.QuantConv2D) for l in twin.layers)
+    first = made_by[convs[0].input[1]]
+    assert first.op_type == "DequantizeLinear"
+    stored, scale, zero_point = (values[name] for name in first.input[:3])
+    assert stored.dtype == np.uint8 and set(np.unique(zero_point)) == {128}
+    assert stored.min() >= 1 and stored.max() <= 255  # 128 + [-127, 127]
+    # The stem convolution's dequantised weights are the QAT model's fake-quantised kernel.
+    kernel = twin.get_layer("conv1_conv").kernel
+    simulated = np.asarray(kres.quantize.layers.quantize_weights(kernel))  # (kh, kw, in, out)
+    dequantised = (stored.astype(np.float32) - 128) * scale.reshape(-1, 1, 1, 1)  # (out, in, kh, kw)
+    np.testing.assert_allclose(dequantised.transpose(2, 3, 1, 0), simulated, rtol=0,
+                               atol=float(scale.max()) * 1e-3)
+    runner = kres.export.load(path, verify=False)
+    got = runner.predict(images[0]).argmax(-1)
+    assert (got == twin.predict(images[0], verbose=0).argmax(-1)).mean() >= 0.98
+
+
 def test_not_a_kres_model_is_one_clear_line():
     inputs = keras.Input((8, 8, 1))
     other = keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs), name="mine")
