@@ -24,3 +24,12 @@ def model_info(name):
 def info():
     """``info(name)``: kres.model_info of a registered model, cached for the session."""
     return model_info
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (``--dist loadgroup``)
+def pytest_collection_modifyitems(items):
+    """Every test that reads the main job runs on the worker that runs it: a test sent to the
+    other worker would block there on the fixture's file lock for the job's whole run."""
+    for item in items:
+        if "main_job" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("main_job"))

@@ -120,6 +120,15 @@ def run_cli(*args, **kwargs):
 
 # 0. The main job, as a new user runs it.
 
+
+def test_main_job_tests_share_one_xdist_worker(main_job, request):
+    """The README's test command (``--dist loadgroup``) keeps every test of the main job on the
+    worker that runs it (tests/conftest.py); a pytest that drops the group silently would make
+    the other worker wait out the job on the fixture's lock."""
+    if request.config.getoption("dist", "no") != "loadgroup":
+        pytest.skip("checks the grouping of the README's test command (pytest-xdist loadgroup)")
+    assert request.node.nodeid.endswith("@main_job"), request.node.nodeid
+
 def test_main_job_exits_0_and_prints_the_manifest_table(main_job, manifest):
     assert main_job.returncode == 0, main_job.stderr[-3000:]
     assert "artifact" in main_job.stdout and "top-1 agree" in main_job.stdout
