@@ -55,6 +55,11 @@ def test_smoke_suite_measures_every_table_with_usable_figures(smoke):
                 if name in row:
                     assert positive(row[name]), (table, name, row)
     assert all("ratio" in r for r in result["inference"] if r["model"] == "keras_resnet50")
+    # Where the suite's time went: one entry per step, in the order they ran.
+    assert list(result["seconds"]) == ["machine", "inference, tensorflow backend",
+                                       "deployment (TFLite, ONNX)",
+                                       "training, tensorflow backend"]
+    assert all(positive(s) for s in result["seconds"].values())
     deploy = {r["quantization"]: r for r in result["deploy"]}
     assert deploy["fp32"]["speedup_vs_fp32"] == 1.0 and deploy["fp32"]["size_vs_fp32"] == 1.0
     assert deploy["int8"]["size_vs_fp32"] < 0.5  # int8 weights: a quarter of the bytes, roughly

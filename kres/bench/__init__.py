@@ -13,8 +13,10 @@ child processes (Keras fixes its backend at import). ``tools/benchmark.py`` is t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import time
 
 from kres.bench import machine, report
 from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backend, loadavg
@@ -40,35 +42,40 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
     backends = tuple(backends or suite.backends)
     log = log or (lambda line: print(f"kres.bench: {line}", file=sys.stderr, flush=True))
     log(f"suite {suite.name}; load average {loadavg()}")
-    result = {"suite": suite.as_dict(), "machine": machine.measure(suite)}
+    step = _Steps(log)
+    with step("machine"):
+        result = {"suite": suite.as_dict(), "machine": machine.measure(suite)}
     gemm = result["machine"]["gemm"]["gflops"]
     log(f"float32 GEMM {gemm:.1f} GFLOP/s")
     if "inference" in tables:
         result["inference"] = _per_backend(
-            backends, "inference.measure", log, models=suite.inference_models,
+            backends, "inference.measure", step, models=suite.inference_models,
             size=suite.inference_size, batches=suite.inference_batches,
             modes=suite.inference_modes, rounds=suite.rounds, min_seconds=suite.min_seconds,
             gemm_gflops=gemm)
         _versus_tensorflow(result["inference"], ("model", "batch", "mode"), "images_per_second")
     if "deploy" in tables:
-        log("deployment (TFLite, ONNX)")
-        result["deploy"] = in_backend(
-            "tensorflow", "deploy.measure", models=suite.deploy_models, size=suite.deploy_size,
-            formats=suite.deploy_formats, repeats=suite.deploy_repeats, rounds=suite.rounds,
-            calibration_samples=suite.calibration_samples)
+        with step("deployment (TFLite, ONNX)"):
+            result["deploy"] = in_backend(
+                "tensorflow", "deploy.measure", models=suite.deploy_models,
+                size=suite.deploy_size, formats=suite.deploy_formats,
+                repeats=suite.deploy_repeats, rounds=suite.rounds,
+                calibration_samples=suite.calibration_samples)
     if "training" in tables:
         result["training"] = _per_backend(
-            backends, "training.measure", log, rows=suite.training_rows,
+            backends, "training.measure", step, rows=suite.training_rows,
             steps=suite.training_steps, xla_options=suite.training_xla, rounds=suite.rounds)
         _versus_plain_fit(result["training"])
         _versus_tensorflow(result["training"], ("model", "path", "xla", "precision"),
                            "images_per_second")
         if main_job or (main_job is None and suite.main_job_epochs != 0):
-            log("main job (resnet20 on digits, default recipe)")
-            result["main_job"] = in_backend("tensorflow", "training.main_job",
-                                            epochs=suite.main_job_epochs or None)
+            with step("main job (resnet20 on digits, default recipe)"):
+                result["main_job"] = in_backend("tensorflow", "training.main_job",
+                                                epochs=suite.main_job_epochs or None)
     result["machine"]["load_end"] = loadavg()
-    log(f"done; load average {result['machine']['load_end']}")
+    result["seconds"] = step.seconds
+    log(f"done in {sum(step.seconds.values()):.0f} s; load average "
+        f"{result['machine']['load_end']}")
     if json_path:
         from kres.files import atomic_write_text
 
@@ -76,12 +83,28 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
     return result
 
 
-def _per_backend(backends, function, log, **kwargs) -> list:
+class _Steps:
+    """``with step(name):`` logs the step, then how long it took; ``seconds`` keeps
+    {step: seconds} (the JSON's ``seconds``: where a suite's time goes)."""
+
+    def __init__(self, log):
+        self.log, self.seconds = log, {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        self.log(name)
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        self.log(f"{name}: {self.seconds[name]:.0f} s")
+
+
+def _per_backend(backends, function, step, **kwargs) -> list:
     """The rows of ``function`` measured on each backend in turn, each in its own process."""
     rows = []
     for backend in backends:
-        log(f"{function.split('.')[0]}, {backend} backend")
-        rows += in_backend(backend, function, **kwargs)
+        with step(f"{function.split('.')[0]}, {backend} backend"):
+            rows += in_backend(backend, function, **kwargs)
     return rows
 
 

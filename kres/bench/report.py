@@ -24,6 +24,10 @@ def machine(result) -> str:
             ("load average at end", m.get("load_end")),
             ("suite", f"{result['suite']['name']}: each figure the median of "
                       f"{result['suite']['rounds']} alternated runs")]
+    seconds = result.get("seconds") or {}
+    if seconds:
+        rows.append(("wall time", f"{sum(seconds.values()):.0f} s: " + ", ".join(
+            f"{step} {s:.0f} s" for step, s in seconds.items())))
     return _table(("machine", ""), rows)
 
 
