@@ -87,3 +87,17 @@ def test_alternated_runs_reverse_their_order_every_other_round():
                      "a", "a", "b", "b", "c", "c"]
     assert {name: len(runs) for name, runs in seconds.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(len(cpu[name]) == 3 for name in candidates)
+
+
+def test_training_profile_sums_op_time_by_op_type():
+    from kres.bench import profile_training, report
+
+    result = profile_training(steps=2, batch=16)
+    ops = {o["op"]: o for o in result["ops"]}
+    assert {"Conv2D", "Conv2DBackpropFilter", "Conv2DBackpropInput"} <= set(ops)
+    assert ops["Conv2D"]["count"] == 19 * 2  # resnet20's 19 convolutions, once per step
+    assert math.isclose(sum(o["share"] for o in result["ops"]), 1.0)
+    assert all(positive(o["seconds"]) for o in result["ops"])
+    assert [o["seconds"] for o in result["ops"]] == sorted(
+        (o["seconds"] for o in result["ops"]), reverse=True)
+    assert "| Conv2DBackpropFilter |" in report.ops(result)

@@ -23,7 +23,8 @@ from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backe
 
 TABLES = ("machine", "inference", "deploy", "training")
 
-__all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "report", "run"]
+__all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_training",
+           "report", "run"]
 
 
 def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path=None,
@@ -76,6 +77,17 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
     result["seconds"] = step.seconds
     log(f"done in {sum(step.seconds.values()):.0f} s; load average "
         f"{result['machine']['load_end']}")
+    if json_path:
+        from kres.files import atomic_write_text
+
+        atomic_write_text(json_path, json.dumps(result, indent=2))
+    return result
+
+
+def profile_training(*, json_path=None, **kwargs) -> dict:
+    """:func:`kres.bench.profile.training_ops` (``kwargs``: model, size, batch, steps,
+    inter_op_threads) in a TensorFlow process of its own; also written to ``json_path``."""
+    result = in_backend("tensorflow", "profile.training_ops", **kwargs)
     if json_path:
         from kres.files import atomic_write_text
 

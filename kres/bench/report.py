@@ -93,6 +93,22 @@ def targets(result) -> str:
     return _table(("target", "wanted", "measured"), rows)
 
 
+def ops(profile, top=12) -> str:
+    """:func:`kres.bench.profile.training_ops` as a table: the ``top`` op types by time."""
+    rows = [(o["op"], f"{o['seconds']:.3f}", f"{o['share']:.1%}", o["count"])
+            for o in profile["ops"][:top]]
+    rest = profile["ops"][top:]
+    if rest:
+        rows.append((f"{len(rest)} other op types", f"{sum(o['seconds'] for o in rest):.3f}",
+                     f"{sum(o['share'] for o in rest):.1%}", sum(o["count"] for o in rest)))
+    heading = (f"{profile['model']} training, {profile['size']}x{profile['size']}, batch "
+               f"{profile['batch']}, {profile['steps']} steps of model.fit, "
+               f"{profile['inter_op_threads'] or 'default'} inter-op thread(s): "
+               f"{profile['op_seconds']:.2f} s of op time in {profile['wall_seconds']:.2f} s "
+               "(profiled, so slower than unprofiled)")
+    return heading + "\n\n" + _table(("op", "seconds", "share of op time", "calls"), rows)
+
+
 def tables(result) -> str:
     """Every table the result holds, with a heading each."""
     parts = [("Machine", machine)]
