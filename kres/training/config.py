@@ -283,7 +283,7 @@ def auto_steps_per_execution(family: str, platform_name: str, steps_per_epoch: i
     """Training steps per device call. Keras' `Model.compile` documents that several steps per
     call "can greatly improve performance on TPUs or small models with a large Python
     overhead". So: up to 32 on TPUs, up to 4 for small (CIFAR-family) models on GPUs, and 1 on
-    CPUs, where 4 made no difference for resnet20 (AVX2 EPYC, tools/bench_train.py). Always a
+    CPUs, where 4 made no difference for resnet20 (measured on a 2-core AVX2 EPYC). Always a
     divisor of the epoch, so every call runs whole steps of one epoch."""
     if platform_name == "tpu":
         most = 32
