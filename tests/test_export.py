@@ -130,6 +130,7 @@ def test_main_job_tests_share_one_xdist_worker(main_job, request):
         pytest.skip("checks the grouping of the README's test command (pytest-xdist loadgroup)")
     assert request.node.nodeid.endswith("@main_job"), request.node.nodeid
 
+
 def test_main_job_exits_0_and_prints_the_manifest_table(main_job, manifest):
     assert main_job.returncode == 0, main_job.stderr[-3000:]
     assert "artifact" in main_job.stdout and "top-1 agree" in main_job.stdout

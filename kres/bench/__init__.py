@@ -78,9 +78,7 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
     log(f"done in {sum(step.seconds.values()):.0f} s; load average "
         f"{result['machine']['load_end']}")
     if json_path:
-        from kres.files import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps(result, indent=2))
+        _write_json(json_path, result)
     return result
 
 
@@ -89,10 +87,14 @@ def profile_training(*, json_path=None, **kwargs) -> dict:
     inter_op_threads) in a TensorFlow process of its own; also written to ``json_path``."""
     result = in_backend("tensorflow", "profile.training_ops", **kwargs)
     if json_path:
-        from kres.files import atomic_write_text
-
-        atomic_write_text(json_path, json.dumps(result, indent=2))
+        _write_json(json_path, result)
     return result
+
+
+def _write_json(path, result):
+    from kres.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(result, indent=2))
 
 
 class _Steps:

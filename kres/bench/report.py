@@ -26,7 +26,7 @@ def machine(result) -> str:
                       f"{result['suite']['rounds']} alternated runs")]
     seconds = result.get("seconds") or {}
     if seconds:
-        rows.append(("wall time", f"{sum(seconds.values()):.0f} s: " + ", ".join(
+        rows.append(("wall time", f"{sum(seconds.values()):.0f} s: " + "; ".join(
             f"{step} {s:.0f} s" for step, s in seconds.items())))
     return _table(("machine", ""), rows)
 
