@@ -3,6 +3,9 @@ ONNX file."""
 
 __version__ = "0.1.0"
 
+from kres import native as _native
+
+_native.import_tensorflow_for_keras()  # before keras: TensorFlow's start-up lines filtered
 from kres.analysis import model_info
 from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
 from kres.weights import list_pretrained, pretrained_info

@@ -27,7 +27,9 @@ def parse_args(argv=None):
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != known.backend:
             sys.exit("tools/train.py: --backend must be chosen before keras is imported")
         os.environ["KERAS_BACKEND"] = known.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kres import native
+
+    native.import_tensorflow()  # tf.data on every backend; its start-up lines filtered
     from kres.training import TrainConfig
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], parents=[early],

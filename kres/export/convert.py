@@ -20,11 +20,11 @@ import contextlib
 import io
 import logging
 import os
-import sys
 import tempfile
 
 import numpy as np
 
+from kres import native
 from kres.errors import ExportError
 from kres.export import metadata as tflite_metadata
 from kres.files import atomic_write_bytes
@@ -65,33 +65,6 @@ def calibration_sample(images, n):
 def io_names(model):
     """The input's name and the outputs' names: the Keras input and output layers' names."""
     return model.inputs[0].name, list(model.output_names)
-
-
-@contextlib.contextmanager
-def _native_output_captured():
-    """TensorFlow's int8 quantiser prints its settings ("fully_quantize: 0, inference_type:
-    6, ...") from C++ on every call, on file descriptor 2, past Python's sys.stderr: point
-    descriptors 1 and 2 at a temporary file while it runs, and replay the file on stderr only
-    when the call fails (so a converter error keeps its native detail)."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    failed = False
-    with tempfile.TemporaryFile() as captured:
-        try:
-            for fd in saved:
-                os.dup2(captured.fileno(), fd)
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            if failed:
-                captured.seek(0)
-                sys.stderr.write(captured.read().decode(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -162,7 +135,7 @@ def _tflite_converter(saved_model_dir):
 
 def _convert(converter, what):
     try:
-        with _native_output_captured():
+        with native.captured():  # the quantiser prints its settings from C++ on fd 2
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError with the op it lacks
         raise ExportError(f"TFLite conversion ({what}) failed: {error}") from error
@@ -207,7 +180,7 @@ class TFLiteInt8:
         io = "float" if numeric_verify else self.io
         dtype = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}[io]
         try:
-            with _native_output_captured():
+            with native.captured():  # the quantiser prints its settings from C++
                 return tflite_convert.mlir_quantize(
                     self.calibrated, disable_per_channel=not per_channel, input_data_type=dtype,
                     output_data_type=dtype, enable_numeric_verify=numeric_verify,

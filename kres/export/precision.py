@@ -32,6 +32,7 @@ import tempfile
 
 import numpy as np
 
+from kres import native
 from kres.export.convert import OnnxInt8, TFLiteInt8, write_tflite
 
 KEEP_FLOAT = (1, 2, 4, 8)  # how many of the worst layers the mixed-precision settings keep float
@@ -206,7 +207,8 @@ def _tflite_errors(quantizer: TFLiteInt8):
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is, here
         warnings.simplefilter("ignore")
         interpreter = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
+    with native.filtered():  # the XNNPACK delegate's INFO line
+        interpreter.allocate_tensors()
     verify = [op for op in interpreter._get_ops_details() if op["op_name"] == "NumericVerify"]
     index = interpreter.get_input_details()[0]["index"]
     errors = {}

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from kres import native
 from kres.errors import ExportError, IntegrityError
 from kres.export.manifest import MANIFEST
 from kres.files import load_keras_model, sha256_of, size_of
@@ -109,7 +110,8 @@ class TFLiteRunner(Runner):
         if self._batch != len(images):
             self.interpreter.resize_tensor_input(self._input["index"],
                                                  [len(images), *images.shape[1:]])
-            self.interpreter.allocate_tensors()
+            with native.filtered():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter.allocate_tensors()
             self._batch = len(images)
         self.interpreter.set_tensor(self._input["index"], _quantize(images, self._input))
         self.interpreter.invoke()
