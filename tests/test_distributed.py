@@ -32,9 +32,17 @@ import numpy as np
 from kres.training import TrainConfig, train
 
 def max_difference(a, b):
-    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    """The largest weight difference, relative to each tensor's scale (its largest |value|, at
+    least 1): BatchNorm's moving variances reach 2-3 here, and float32 rounding scales with them."""
+    return max(float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(x))), 1.0)
                for x, y in zip(a.model.get_weights(), b.model.get_weights()))
 """
+
+# Float32 summed in another order (replicas, vector widths, oneDNN kernels) differs by about
+# sqrt(n) * 2**-23 of the sum: ~1.1e-5 for the n = 32 * 16 * 16 = 8192 values a BatchNorm
+# channel averages here, compounded over four steps. Measured with 2 replicas: 7.3e-6 (Intel
+# Xeon, AVX-512) where a real error (unsynchronised BatchNorm) gives 4.2e-2.
+ROUNDING = 1e-4
 
 
 def run_script(body, prelude="", timeout=600, **env):
@@ -68,8 +76,8 @@ def test_mirrored_strategy_with_sync_batchnorm_matches_one_device(tmp_path):
     assert result["kinds"][0].startswith("distribute=none (1 replica(s)")
     assert result["kinds"][1].startswith("distribute=mirrored (2 replica(s)")
     assert result["sync"] == [True, False]  # on by default with more than one replica
-    assert result["synced"] < 1e-5
-    assert result["local"] > 1e-4  # per-replica batch statistics really do differ
+    assert result["synced"] < ROUNDING
+    assert result["local"] > 10 * ROUNDING  # per-replica batch statistics really do differ
 
 
 @pytest.mark.slow
@@ -98,7 +106,7 @@ def test_jax_data_parallel_on_eight_devices_matches_one_device(tmp_path):
     assert result["shards"] == [[i, 4] for i in range(8)]  # 32 images = 8 devices x 4
     # Same global batch, same global BatchNorm statistics: only float summation order differs.
     np.testing.assert_allclose(result["losses"][1], result["losses"][0], rtol=1e-5)
-    assert result["difference"] < 1e-5
+    assert result["difference"] < ROUNDING
 
 
 def read_history(path):

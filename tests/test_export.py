@@ -140,6 +140,14 @@ def test_main_job_exits_0_and_prints_the_manifest_table(main_job, manifest):
     assert main_job.stdout.rstrip().splitlines()[-1].startswith("== done in")
 
 
+def test_main_job_keeps_the_native_libraries_start_up_lines_off_the_terminal(main_job):
+    # TensorFlow's oneDNN and absl notices and LiteRT's XNNPACK line, printed from C++ on Intel
+    # CPUs whatever TF_CPP_MIN_LOG_LEVEL says (kres.native filters them).
+    from kres.native import NOTICES
+
+    assert [line for line in main_job.stderr.splitlines() if NOTICES.search(line)] == []
+
+
 def test_main_job_exports_every_artifact(manifest):
     assert [(a["format"], a["quantization"]) for a in manifest.artifacts] == ARTIFACTS
 

@@ -70,8 +70,10 @@ def test_fine_tuning_beats_scratch_on_the_same_budget(tuned_and_scratch):
     tuned, scratch = tuned_and_scratch
     print(f"3 epochs on 320 digits: fine-tuned {tuned.metrics['test_accuracy']:.3f}, "
           f"from scratch {scratch.metrics['test_accuracy']:.3f}")
-    # Measured (seed 0, this CPU): 0.58 fine-tuned, 0.12 from scratch.
-    assert tuned.metrics["test_accuracy"] > scratch.metrics["test_accuracy"] + 0.2
+    # Measured on an Intel Xeon (AVX-512), seeds 0-3: fine-tuned 0.509 / 0.584 / 0.587 / 0.524,
+    # from scratch 0.331 / 0.175 / 0.156 / 0.234, margins 0.18-0.43; on an AMD EPYC, seed 0:
+    # 0.58 vs 0.12. Scratch runs vary most, so the margin asked is half the smallest seen.
+    assert tuned.metrics["test_accuracy"] > scratch.metrics["test_accuracy"] + 0.09
 
 
 # ------------------------------------------------------------------------------ evaluation

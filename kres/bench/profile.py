@@ -20,8 +20,8 @@ def training_ops(model="resnet20", size=32, batch=128, steps=18, inter_op_thread
     thread (the default) ops run one at a time, so their times add up instead of overlapping.
 
     Returns ``{"model", "size", "batch", "steps", "inter_op_threads", "wall_seconds",
-    "op_seconds", "ops": [{"op", "seconds", "share", "count"}, ...]}``, ops by time, largest
-    first. The profiler slows the steps down; the shares are what it is for."""
+    "op_seconds", "ops": [{"op", "family", "seconds", "share", "count"}, ...]}``, ops by time,
+    largest first; ``op`` is the kernel that ran, ``family`` the op type it implements. The profiler slows the steps down; the shares are what it is for."""
     import tensorflow as tf
 
     if inter_op_threads:
@@ -46,11 +46,26 @@ def training_ops(model="resnet20", size=32, batch=128, steps=18, inter_op_thread
         seconds, counts = _op_times(glob.glob(os.path.join(logdir, "**", "*.xplane.pb"),
                                               recursive=True))
     total = sum(seconds.values())
-    ops = [{"op": op, "seconds": s, "share": s / total, "count": counts[op]}
-           for op, s in seconds.most_common()]
+    ops = [{"op": op, "family": family(op), "seconds": s, "share": s / total,
+            "count": counts[op]} for op, s in seconds.most_common()]
     return {"model": model, "size": size, "batch": batch, "steps": steps,
             "inter_op_threads": inter_op_threads, "wall_seconds": wall, "op_seconds": total,
             "ops": ops}
+
+
+# oneDNN (TensorFlow's default CPU library on x86-64) replaces some ops by kernels of its own
+# whose names add a prefix: on an Intel Xeon with AVX-512, resnet20's convolutions ran as
+# _MklNativeConv2D, _MklNativeConv2DBackpropFilter and _MklNativeConv2DBackpropInput; on an AMD
+# EPYC they ran as Conv2D, Conv2DBackpropFilter and Conv2DBackpropInput.
+ONEDNN_PREFIXES = ("_MklNative", "_Mkl")
+
+
+def family(op: str) -> str:
+    """The TensorFlow op type a kernel implements: ``_MklNativeConv2D`` -> ``Conv2D``."""
+    for prefix in ONEDNN_PREFIXES:
+        if op.startswith(prefix):
+            return op[len(prefix):]
+    return op
 
 
 def _op_times(paths):
