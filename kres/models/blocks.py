@@ -6,6 +6,10 @@ shortcut, merge). Options such as squeeze-excitation or ECA, GroupNorm, weight s
 BlurPool, highway gates, stochastic depth or residual scaling live in the pieces, so the units stay
 the textbook diagrams. Layer names follow keras.applications (``conv4_block6_out``), so features can
 be tapped by name in every model.
+
+Each unit registers itself in :data:`BLOCKS` (``@block``) and each stem in :data:`STEMS`
+(``@stem``) with what the spec needs to know about it (a unit's expansion, a stem's stride), so a
+spec's ``block`` and ``stem`` are the keys of these tables.
 """
 
 import math
