@@ -5,6 +5,7 @@ import pytest
 
 import keras
 import kres
+from kres.models.blocks import BLOCKS, STEMS
 
 # Published trainable-parameter counts (torchvision / timm, 1000 classes).
 PUBLISHED_PARAMS = {
@@ -68,16 +69,36 @@ def test_list_models_pattern():
     assert kres.list_models("nothing*") == []
 
 
-def test_block_stem_and_preprocessing_tables_name_the_same_things():
+def test_every_registered_row_names_a_block_stem_and_preprocessing_the_tables_know():
     from kres import pixels
-    from kres.models import blocks, spec
+    from kres.models import spec
 
-    assert set(blocks.UNITS) == set(spec.EXPANSION)
-    assert set(blocks.STEM_FNS) == set(spec.STEMS)
-    assert set(spec.PREACT_BLOCKS) < set(spec.EXPANSION)
-    assert set(spec.DOWNSAMPLING_STEMS) < set(spec.STEMS)
     assert set(spec.PREPROCESSING) == set(pixels.MODES)
-    for name in kres.list_models():  # every registered row uses only names the tables know
+    for name in kres.list_models():
         s = kres.models.get_spec(name)
-        assert s.block in blocks.UNITS and s.stem in blocks.STEM_FNS, name
+        assert s.block in BLOCKS and s.stem in STEMS, name
         assert s.preprocessing in pixels.MODES, name
+
+
+def _tiny(**overrides):
+    """A four-stage network of one 8-plane unit per stage, at 64x64."""
+    return kres.models.get_spec("resnet18").replace(
+        depths=(1, 1, 1, 1), widths=(8, 8, 8, 8), stem_width=8, input_shape=(64, 64, 3),
+        **overrides)
+
+
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_a_block_outputs_planes_times_its_expansion_and_preact_ones_end_with_bn_relu(block):
+    facts = BLOCKS[block]
+    model = kres.build(_tiny(block=block), features_only=True)
+    assert [o.shape[-1] for o in model.outputs[1:]] == [8 * facts.expansion] * 4
+    names = {layer.name for layer in model.layers}
+    assert ({"post_bn", "post_relu"} <= names) == facts.preact
+
+
+@pytest.mark.parametrize("stem", list(STEMS))
+def test_a_stem_gives_the_feature_levels_its_spec_states(stem):
+    spec = _tiny(stem=stem)
+    model = kres.build(spec, features_only=True)
+    assert [(o.shape[-1], 64 // o.shape[1]) for o in model.outputs] == [
+        (level["channels"], level["stride"]) for level in spec.feature_info()]

@@ -68,39 +68,48 @@ def lipschitz(model, images, labels=None, *, eps=1e-3, jacobians=True, iteration
     True
     """
     check_tensorflow("lipschitz")
+    images, labels = _checked_inputs(model, images, labels)
+    units, pieces, inputs = _pieces(model, images)
+    functions = [p.function() for p in pieces]
+    rng = np.random.default_rng(seed)
+    norms = (jacobian_norms(functions, [x[:jacobian_images] for x in inputs], iterations, rng)
+             if jacobians else [math.nan] * len(pieces))
+    gains, unbounded = {}, []
+    bounds = [p.bound(gains, unbounded) for p in pieces]
+    random = [sensitivity(f, x, _random_directions(x, rng), eps)
+              for f, x in zip(functions, inputs)]
+    gradient = _loss_gradient(model, images, labels)
+    return {
+        "model": model.name,
+        "units": [u.name for u in units],
+        "unit_bounds": np.array(bounds[:-1]),
+        "unit_jacobian_norms": np.array(norms[:-1]),
+        "unit_sensitivity": np.array([s.mean() for s in random[:-1]]),
+        "bound": bounds[-1],
+        "jacobian_norm": norms[-1],
+        "sensitivity_random": random[-1],
+        "sensitivity_gradient": sensitivity(functions[-1], images, gradient, eps),
+        "unbounded_layers": sorted(set(unbounded)),
+        "eps": eps,
+    }
+
+
+def _checked_inputs(model, images, labels):
+    """The images and labels as lipschitz measures them; the model needs a fixed input size."""
     images = check_images(model, images)
     if None in model.inputs[0].shape[1:]:
         raise KresError(f"model {model.name!r} takes inputs of shape {model.inputs[0].shape}; "
                         "lipschitz needs a fixed input size (build with a full input_shape)")
-    labels = None if labels is None else check_labels(model, images, labels)
+    return images, None if labels is None else check_labels(model, images, labels)
+
+
+def _pieces(model, images):
+    """The model's residual units, then the pieces lipschitz measures (each unit, and last the
+    whole network) with the values each one reads at ``images``."""
     units = find_units(model) if has_units(model) else []
-    rng = np.random.default_rng(seed)
-    gains, unbounded = {}, []
     pieces = [_Piece(u.input, u.output, u.layers) for u in units]
-    functions = [p.function() for p in pieces]
-    unit_inputs = _values(model, [u.input for u in units], images)
-    network = _Piece(model.inputs[0], model.outputs[0], model.layers)
-    f = network.function()
-    few = slice(0, jacobian_images)
-    if jacobians:
-        *unit_jacobians, network_jacobian = jacobian_norms(
-            functions + [f], [x[few] for x in unit_inputs] + [images[few]], iterations, rng)
-    else:
-        unit_jacobians, network_jacobian = [math.nan] * len(units), math.nan
-    return {
-        "model": model.name,
-        "units": [u.name for u in units],
-        "unit_bounds": np.array([p.bound(gains, unbounded) for p in pieces]),
-        "unit_jacobian_norms": np.array(unit_jacobians),
-        "unit_sensitivity": np.array([sensitivity(fn, x, _random_directions(x, rng), eps).mean()
-                                      for fn, x in zip(functions, unit_inputs)]),
-        "bound": network.bound(gains, unbounded),
-        "jacobian_norm": network_jacobian,
-        "sensitivity_random": sensitivity(f, images, _random_directions(images, rng), eps),
-        "sensitivity_gradient": sensitivity(f, images, _loss_gradient(model, images, labels), eps),
-        "unbounded_layers": sorted(set(unbounded)),
-        "eps": eps,
-    }
+    pieces.append(_Piece(model.inputs[0], model.outputs[0], model.layers))
+    return units, pieces, _values(model, [u.input for u in units], images) + [images]
 
 
 def _values(model, tensors, images):

@@ -6,11 +6,15 @@ shortcut, merge). Options such as squeeze-excitation or ECA, GroupNorm, weight s
 BlurPool, highway gates, stochastic depth or residual scaling live in the pieces, so the units stay
 the textbook diagrams. Layer names follow keras.applications (``conv4_block6_out``), so features can
 be tapped by name in every model.
+
+Each unit registers itself in :data:`BLOCKS` (``@block``) and each stem in :data:`STEMS`
+(``@stem``) with what the spec needs to know about it (a unit's expansion, a stem's stride), so a
+spec's ``block`` and ``stem`` are the keys of these tables.
 """
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import keras
 from keras import layers
@@ -53,7 +57,7 @@ class Pieces:
         self.spec = spec
         n = spec.num_units
         self.alpha = 1.0 / n if spec.shortcut_scale == "1/L" else float(spec.shortcut_scale)
-        self.keras_layout = spec.block.startswith("keras")
+        self.keras_layout = BLOCKS[spec.block].keras_layout
 
     def kernel_init(self):
         """torchvision / timm: He-normal, fan-out; keras.applications keeps Keras' default.
@@ -231,6 +235,31 @@ def _eca(x, name):
 # Residual units
 
 
+class Block(NamedTuple):
+    """A residual unit and what a spec needs to know about it."""
+
+    fn: Callable  # (x, Unit, Pieces) -> x
+    expansion: int  # the unit outputs planes * expansion channels
+    preact: bool  # BN-ReLU before the convolutions: the network ends with its own BN-ReLU
+    # keras.applications' layout: builds some convolutions itself (no conv/blur choice) and
+    # keeps Keras' default initializer.
+    keras_layout: bool
+
+
+BLOCKS = {}  # spec.block -> Block, in the order the units are defined
+
+
+def block(expansion, *, preact=False, keras_layout=False):
+    """Registers the decorated unit as the block named after it."""
+
+    def register(fn):
+        BLOCKS[fn.__name__] = Block(fn, expansion, preact, keras_layout)
+        return fn
+
+    return register
+
+
+@block(expansion=1)
 def basic(x, u, p):
     """Two 3x3 convolutions (He et al. 2015, Fig. 2 left)."""
     out = u.planes
@@ -242,6 +271,7 @@ def basic(x, u, p):
     return p.merge(shortcut, p.attention(y, u.name), u)
 
 
+@block(expansion=4)
 def bottleneck(x, u, p):
     """1x1 reduce, 3x3 (grouped for ResNeXt, strided: the "v1.5" layout), 1x1 expand."""
     s = p.spec
@@ -259,6 +289,7 @@ def _preact(x, u, p):
     return y
 
 
+@block(expansion=1, preact=True)
 def preact_basic(x, u, p):
     """BN-ReLU before each conv, identity path untouched (He et al. 2016); Wide ResNet units
     put dropout between the two convolutions (Zagoruyko & Komodakis 2016)."""
@@ -271,6 +302,7 @@ def preact_basic(x, u, p):
     return p.merge(shortcut, p.attention(y, u.name), u, post_act=False)
 
 
+@block(expansion=4, preact=True)
 def preact_bottleneck(x, u, p):
     """Pre-activation bottleneck (He et al. 2016; timm's PreActBottleneck)."""
     s = p.spec
@@ -283,6 +315,7 @@ def preact_bottleneck(x, u, p):
     return p.merge(shortcut, p.attention(y, u.name), u, post_act=False)
 
 
+@block(expansion=4, keras_layout=True)
 def keras_v1(x, u, p):
     """keras.applications' ResNet v1 unit: the stride sits in the first 1x1 conv."""
     out = u.planes * p.spec.expansion
@@ -295,6 +328,7 @@ def keras_v1(x, u, p):
     return p.merge(shortcut, p.attention(y, u.name), u)
 
 
+@block(expansion=4, preact=True, keras_layout=True)
 def keras_v2(x, u, p):
     """keras.applications' ResNet v2 unit (bias-free inner convs, strided 3x3 padded explicitly)."""
     out = u.planes * p.spec.expansion
@@ -311,26 +345,50 @@ def keras_v2(x, u, p):
     return p.merge(shortcut, p.attention(y, u.name), u, post_act=False)
 
 
-UNITS = {
-    "basic": basic,
-    "bottleneck": bottleneck,
-    "preact_basic": preact_basic,
-    "preact_bottleneck": preact_bottleneck,
-    "keras_v1": keras_v1,
-    "keras_v2": keras_v2,
-}
-
-
 # ---------------------------------------------------------------------------------------------
 # Stems: each returns (output, feature tap)
 
 
+class Stem(NamedTuple):
+    """A stem and what a spec needs to know about it."""
+
+    fn: Callable  # (x, Pieces) -> (output, feature tap)
+    downsamples: bool  # a stride-2 convolution, then a 2x pool (which stem_pool can replace)
+    widen: int  # the stem outputs stem_width * widen channels
+
+    @property
+    def stride(self):
+        """Input pixels per output pixel."""
+        return 4 if self.downsamples else 1
+
+    @property
+    def tap_stride(self):
+        """Input pixels per pixel of the feature tap (taken before the pool)."""
+        return 2 if self.downsamples else 1
+
+
+STEMS = {}  # spec.stem -> Stem, in the order the stems are defined
+
+
+def stem(*names, downsamples, widen=1):
+    """Registers the decorated stem under each of ``names``."""
+
+    def register(fn):
+        for name in names:
+            STEMS[name] = Stem(fn, downsamples, widen)
+        return fn
+
+    return register
+
+
+@stem("imagenet", downsamples=True)
 def imagenet_stem(x, p):
     """7x7/2 conv, BN, ReLU, 3x3/2 max-pool (keras.applications' names)."""
     x = p.conv_norm_act(x, p.spec.stem_width, 7, "conv1", stride=2)
     return p.stem_pool(x), x
 
 
+@stem("deep", downsamples=True, widen=2)
 def deep_stem(x, p):
     """Three 3x3 convs instead of the 7x7 (ResNet-C/D, Bag of Tricks; timm's "deep" stem)."""
     w = p.spec.stem_width
@@ -340,12 +398,14 @@ def deep_stem(x, p):
     return p.stem_pool(x), x
 
 
+@stem("preact", downsamples=True)
 def preact_stem(x, p):
     """Conv only, then max-pool padded with -inf (the input to the pool can be negative)."""
     x = p.conv(x, p.spec.stem_width, 7, "conv1_conv", stride=2)
     return p.stem_pool(x, pad="-inf"), x
 
 
+@stem("keras_v2", "bit", downsamples=True)
 def keras_v2_stem(x, p):
     """Conv only, then a max-pool padded with zeros: keras.applications' ResNetV2 and BiT's
     "fixed" stem (timm/models/resnetv2.py, ``stem_type='fixed'``)."""
@@ -353,22 +413,13 @@ def keras_v2_stem(x, p):
     return p.stem_pool(x), x
 
 
+@stem("cifar", downsamples=False)
 def cifar_stem(x, p):
     x = p.conv_norm_act(x, p.spec.stem_width, 3, "conv1")
     return x, x
 
 
+@stem("cifar_preact", downsamples=False)
 def cifar_preact_stem(x, p):
     x = p.conv(x, p.spec.stem_width, 3, "conv1_conv")
     return x, x
-
-
-STEM_FNS = {
-    "imagenet": imagenet_stem,
-    "deep": deep_stem,
-    "preact": preact_stem,
-    "keras_v2": keras_v2_stem,
-    "bit": keras_v2_stem,
-    "cifar": cifar_stem,
-    "cifar_preact": cifar_preact_stem,
-}

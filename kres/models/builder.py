@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kres.models.blocks import STEM_FNS, UNITS, Pieces, Unit
+from kres.models.blocks import BLOCKS, STEMS, Pieces, Unit
 from kres.models.layers import ReverseChannels
 from kres.models.registry import REGISTRY
 from kres import weights as weights_lib
@@ -105,20 +105,19 @@ def build_from_spec(spec, *, include_top=True, pooling=None, features_only=False
     x = inputs
     if include_preprocessing:
         x = _preprocessing_layer(x, spec, spec.input_shape[-1])
-    x, stem_tap = STEM_FNS[spec.stem](x, p)
+    x, stem_tap = STEMS[spec.stem].fn(x, p)
     taps = [stem_tap]
     for stage_units in _units(spec):
         for unit in stage_units:
-            x = UNITS[spec.block](x, unit, p)
+            x = BLOCKS[spec.block].fn(x, unit, p)
         taps.append(x)
     if spec.preact:  # pre-activation nets end with the BN-ReLU their last unit left out
         x = p.act(p.norm(x, "post_bn"), "post_relu")
         taps[-1] = x
 
-    if features_only:
-        indices = _check_out_indices(out_indices, len(taps))
-        names = [level["name"] for level in spec.feature_info()]
-        outputs = [_named(taps[i], names[i]) for i in indices]
+    if features_only:  # taps[i] is the spec's feature level i
+        levels = _selected_levels(spec.feature_info(), out_indices)
+        outputs = [_named(taps[level["index"]], level["name"]) for level in levels]
         return KresModel(inputs, outputs, name=spec.name, spec=spec)
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -171,14 +170,15 @@ def _named(x, name):
     return layers.Activation("linear", dtype="float32", name=name)(x)
 
 
-def _check_out_indices(out_indices, n):
+def _selected_levels(levels, out_indices):
+    """The feature levels ``out_indices`` picks (all of them for None)."""
     if out_indices is None:
-        return list(range(n))
-    indices = list(out_indices)
+        return list(levels)
+    n, indices = len(levels), list(out_indices)
     if not indices or any(not isinstance(i, int) or not -n <= i < n for i in indices):
         raise KresError(f"invalid out_indices {out_indices!r}: accepted are integers in "
                         f"[0, {n - 1}] (0 is the stem, 1..{n - 1} the stages)")
-    return [i % n for i in indices]
+    return [levels[i % n] for i in indices]
 
 
 def build(name, *, input_shape=None, num_classes=None, include_top=True, pooling=None,

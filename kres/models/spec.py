@@ -5,20 +5,9 @@ import math
 from dataclasses import dataclass, field
 
 from kres.errors import KresError, suggest
+from kres.models.blocks import BLOCKS, STEMS
 from kres.pixels import MODES
 
-# Output channels of a unit = planes * EXPANSION[block].
-EXPANSION = {
-    "basic": 1,
-    "bottleneck": 4,
-    "preact_basic": 1,
-    "preact_bottleneck": 4,
-    "keras_v1": 4,
-    "keras_v2": 4,
-}
-PREACT_BLOCKS = {"preact_basic", "preact_bottleneck", "keras_v2"}
-STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit", "cifar", "cifar_preact")
-DOWNSAMPLING_STEMS = ("imagenet", "deep", "preact", "keras_v2", "bit")  # stride-2 conv + pool
 SHORTCUTS = ("projection", "avgpool", "zeropad", "subsample", "highway", "none")
 PREPROCESSING = tuple(MODES)
 NORMS = ("batch", "group")
@@ -26,9 +15,6 @@ CONVS = ("plain", "weight_std")
 ATTENTIONS = ("se", "eca", "none")
 DOWNSAMPLES = ("stride", "blur")
 STEM_POOLS = (None, "max", "blur", "conv")
-KERAS_BLOCKS = ("keras_v1", "keras_v2")  # build some convolutions themselves: no conv/blur choice
-
-
 
 
 @dataclass(frozen=True)
@@ -40,11 +26,11 @@ class ResNetSpec:
     family: str  # "imagenet" or "cifar": sets the default input size, classes and preprocessing
     architecture: str  # human family name for tables ("ResNeXt", "Wide ResNet", ...)
     reference: str  # the paper
-    block: str  # a key of EXPANSION
+    block: str  # a key of kres.models.blocks.BLOCKS
     depths: tuple  # units per stage
     widths: tuple  # "planes" per stage; a unit outputs planes * expansion channels
     strides: tuple = (1, 2, 2, 2)
-    stem: str = "imagenet"
+    stem: str = "imagenet"  # a key of kres.models.blocks.STEMS
     stem_width: int = 64
     # How a downsampling stem halves its output: None (its own max-pool), "max", "blur"
     # (stride-1 max-pool then BlurPool, Zhang 2019) or "conv" (a strided 3x3 conv-norm-act, as
@@ -87,11 +73,11 @@ class ResNetSpec:
 
     @property
     def expansion(self):
-        return EXPANSION[self.block]
+        return BLOCKS[self.block].expansion
 
     @property
     def preact(self):
-        return self.block in PREACT_BLOCKS
+        return BLOCKS[self.block].preact
 
     @property
     def num_units(self):
@@ -103,7 +89,7 @@ class ResNetSpec:
 
     @property
     def stem_stride(self):
-        return 4 if self.stem in DOWNSAMPLING_STEMS else 1
+        return STEMS[self.stem].stride
 
     @property
     def natural_stride(self):
@@ -131,9 +117,9 @@ class ResNetSpec:
         """Channels and stride (input pixels per feature pixel) of each feature level, with the
         name a ``features_only`` model gives its output: ``stem``, then ``stage1``, ``stage2``...
         (``output_stride`` caps the stride)."""
-        stem_stride = 2 if self.stem in DOWNSAMPLING_STEMS else 1  # tapped before the stem's pool
-        channels = self.stem_width * (2 if self.stem == "deep" else 1)
-        info = [{"index": 0, "name": "stem", "channels": channels, "stride": stem_stride}]
+        stem = STEMS[self.stem]
+        info = [{"index": 0, "name": "stem", "channels": self.stem_width * stem.widen,
+                 "stride": stem.tap_stride}]
         for i, (c, s) in enumerate(zip(self.out_channels, self.stage_strides())):
             info.append({"index": i + 1, "name": f"stage{i + 1}", "channels": c, "stride": s})
         return info
@@ -157,9 +143,7 @@ class ResNetSpec:
 
     def normalised_channels(self):
         """Every channel count a norm layer sees (GroupNorm needs each divisible by its groups)."""
-        channels = {self.stem_width}
-        if self.stem == "deep":
-            channels.add(self.stem_width * 2)
+        channels = {self.stem_width, self.stem_width * STEMS[self.stem].widen}
         for planes in self.widths:
             channels.add(planes * self.expansion)
             channels.add(self.inner_width(planes))
@@ -182,82 +166,103 @@ class ResNetSpec:
         return spec
 
     def validate(self):
-        def bad(what, got, accepted):
-            raise KresError(f"{what} for model {self.name!r}: got {got!r}; accepted: {accepted}")
+        """Raises KresError for the first field, or combination of fields, out of range."""
+        self._check_names()
+        self._check_stages()
+        self._check_combinations()
+        self._check_norm_groups()
+        self._check_numbers()
+        self._check_shapes()
 
-        if self.block not in EXPANSION:
-            bad("unknown block", self.block, ", ".join(EXPANSION))
-        if self.stem not in STEMS:
-            bad("unknown stem", self.stem, ", ".join(STEMS))
-        if self.shortcut not in SHORTCUTS:
-            bad("unknown shortcut", self.shortcut, ", ".join(SHORTCUTS))
-        if self.preprocessing not in PREPROCESSING:
-            bad("unknown preprocessing", self.preprocessing, ", ".join(PREPROCESSING))
+    def _bad(self, what, got, accepted):
+        raise KresError(f"{what} for model {self.name!r}: got {got!r}; accepted: {accepted}")
+
+    def _check_names(self):
+        """Every named choice is one the tables know."""
+        for key, accepted in (("block", BLOCKS), ("stem", STEMS), ("shortcut", SHORTCUTS),
+                              ("preprocessing", PREPROCESSING)):
+            if getattr(self, key) not in accepted:
+                self._bad(f"unknown {key}", getattr(self, key), ", ".join(accepted))
+
+    def _check_stages(self):
         if not (len(self.depths) == len(self.widths) == len(self.strides)) or not self.depths:
-            bad("depths, widths and strides must have one entry per stage",
-                (self.depths, self.widths, self.strides), "three tuples of equal, non-zero length")
+            self._bad("depths, widths and strides must have one entry per stage",
+                      (self.depths, self.widths, self.strides),
+                      "three tuples of equal, non-zero length")
         if any(int(d) < 1 for d in self.depths):
-            bad("invalid depths", self.depths, "at least one unit per stage")
+            self._bad("invalid depths", self.depths, "at least one unit per stage")
         if any(int(w) < 1 for w in self.widths):
-            bad("invalid widths", self.widths, "positive integers")
+            self._bad("invalid widths", self.widths, "positive integers")
         if any(s not in (1, 2) for s in self.strides):
-            bad("invalid strides", self.strides, "1 or 2 per stage")
+            self._bad("invalid strides", self.strides, "1 or 2 per stage")
+
+    def _check_combinations(self):
+        """The pieces' choices, and the pairs of choices that cannot go together."""
         choices = (("norm", NORMS), ("conv", CONVS), ("attention", ATTENTIONS),
                    ("downsample", DOWNSAMPLES), ("stem_pool", STEM_POOLS))
         for key, accepted in choices:
             if getattr(self, key) not in accepted:
-                bad(f"unknown {key}", getattr(self, key), ", ".join(map(repr, accepted)))
-        if self.stem_pool is not None and self.stem not in DOWNSAMPLING_STEMS:
-            bad(f"stem_pool (the {self.stem!r} stem has no pooling to replace)", self.stem_pool,
-                "None")
-        if self.block in KERAS_BLOCKS and (self.conv, self.downsample) != ("plain", "stride"):
-            bad(f"(conv, downsample) (the {self.block!r} block builds its own convolutions)",
-                (self.conv, self.downsample), "('plain', 'stride')")
+                self._bad(f"unknown {key}", getattr(self, key), ", ".join(map(repr, accepted)))
+        if self.stem_pool is not None and not STEMS[self.stem].downsamples:
+            self._bad(f"stem_pool (the {self.stem!r} stem has no pooling to replace)",
+                      self.stem_pool, "None")
+        if BLOCKS[self.block].keras_layout and (self.conv, self.downsample) != ("plain", "stride"):
+            self._bad(f"(conv, downsample) (the {self.block!r} block builds its own convolutions)",
+                      (self.conv, self.downsample), "('plain', 'stride')")
         if self.conv == "weight_std" and self.preact and self.zero_init_last:
             # A zero kernel standardises to zero with a gradient scaled by 1/sqrt(eps).
-            bad("zero_init_last (weight standardisation cannot train the zeroed last "
-                "convolution of pre-activation units)", self.zero_init_last,
-                "False with conv='weight_std'")
+            self._bad("zero_init_last (weight standardisation cannot train the zeroed last "
+                      "convolution of pre-activation units)", self.zero_init_last,
+                      "False with conv='weight_std'")
         if self.shortcut == "highway" and (self.shortcut_scale, self.step_size) != (1.0, 1.0):
-            bad("(shortcut_scale, step_size) (a highway gate sets the mix itself)",
-                (self.shortcut_scale, self.step_size), "(1.0, 1.0) with shortcut='highway'")
+            self._bad("(shortcut_scale, step_size) (a highway gate sets the mix itself)",
+                      (self.shortcut_scale, self.step_size), "(1.0, 1.0) with shortcut='highway'")
+
+    def _check_norm_groups(self):
         if not isinstance(self.norm_groups, int) or self.norm_groups < 1:
-            bad("invalid norm_groups", self.norm_groups, "a positive integer")
+            self._bad("invalid norm_groups", self.norm_groups, "a positive integer")
         if self.norm == "group":
             odd = [c for c in self.normalised_channels() if c % self.norm_groups]
             if odd:
-                bad(f"norm_groups (GroupNorm splits channels {odd} into equal groups)",
-                    self.norm_groups, "a divisor of every channel count")
+                self._bad(f"norm_groups (GroupNorm splits channels {odd} into equal groups)",
+                          self.norm_groups, "a divisor of every channel count")
+
+    def _check_numbers(self):
+        """Output stride, groups, rates and scales."""
         if self.output_stride is not None and (
                 isinstance(self.output_stride, bool)
                 or self.output_stride not in self.output_strides()):
-            bad("invalid output_stride", self.output_stride,
-                f"None or one of {', '.join(map(str, self.output_strides()))}")
+            self._bad("invalid output_stride", self.output_stride,
+                      f"None or one of {', '.join(map(str, self.output_strides()))}")
         if self.cardinality < 1 or self.base_width < 1:
-            bad("invalid cardinality/base_width", (self.cardinality, self.base_width),
-                "positive integers")
-        if self.block in ("basic", "preact_basic") and (self.cardinality, self.base_width) != (1, 64):
-            bad("basic units have no groups", (self.cardinality, self.base_width),
-                "cardinality=1 and base_width=64 (use a bottleneck block for ResNeXt)")
+            self._bad("invalid cardinality/base_width", (self.cardinality, self.base_width),
+                      "positive integers")
+        if self.expansion == 1 and (self.cardinality, self.base_width) != (1, 64):
+            self._bad("basic units have no groups", (self.cardinality, self.base_width),
+                      "cardinality=1 and base_width=64 (use a bottleneck block for ResNeXt)")
         for key in ("drop_path_rate", "dropout", "head_dropout"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                bad(f"invalid {key}", value, "a number in [0, 1)")
+                self._bad(f"invalid {key}", value, "a number in [0, 1)")
         if not isinstance(self.se_ratio, (int, float)) or not 0.0 <= self.se_ratio <= 1.0:
-            bad("invalid se_ratio", self.se_ratio, "a number in [0, 1] (0 turns SE off)")
+            self._bad("invalid se_ratio", self.se_ratio, "a number in [0, 1] (0 turns SE off)")
         if not (self.shortcut_scale == "1/L" or (
                 isinstance(self.shortcut_scale, (int, float)) and self.shortcut_scale > 0)):
-            bad("invalid shortcut_scale", self.shortcut_scale, 'a positive number or "1/L"')
+            self._bad("invalid shortcut_scale", self.shortcut_scale, 'a positive number or "1/L"')
         if not isinstance(self.step_size, (int, float)) or self.step_size <= 0:
-            bad("invalid step_size", self.step_size, "a positive number")
+            self._bad("invalid step_size", self.step_size, "a positive number")
+
+    def _check_shapes(self):
+        """The number of classes and the input shape."""
         if not isinstance(self.num_classes, int) or isinstance(self.num_classes, bool) \
                 or self.num_classes < 1:
-            bad("invalid num_classes", self.num_classes, "a positive integer")
+            self._bad("invalid num_classes", self.num_classes, "a positive integer")
         shape = self.input_shape
         if len(shape) != 3 or (shape[2] is None or int(shape[2]) < 1):
-            bad("invalid input_shape", shape, "(height, width, channels) with channels >= 1")
+            self._bad("invalid input_shape", shape,
+                      "(height, width, channels) with channels >= 1")
         for n in shape[:2]:
             if n is not None and (not isinstance(n, int) or n < self.total_stride):
-                bad("input_shape too small", shape,
-                    f"height and width of at least {self.total_stride} (the network's total "
-                    f"stride) or None")
+                self._bad("input_shape too small", shape,
+                          f"height and width of at least {self.total_stride} (the network's "
+                          f"total stride) or None")

@@ -81,80 +81,105 @@ def rewrite(model, *, decay=0.999):
         if id(layer) in absorbed:
             continue
         if isinstance(layer, keras.layers.InputLayer):
-            new = keras.Input(shape=layer.output.shape[1:], dtype=layer.output.dtype,
-                              name=layer.name)
-            inputs.append(new)
-            tensors[id(layer.output)] = new
+            inputs.append(keras.Input(shape=layer.output.shape[1:], dtype=layer.output.dtype,
+                                      name=layer.name))
+            tensors[id(layer.output)] = inputs[-1]
             continue
-        if len(layer._inbound_nodes) != 1:
-            raise ConfigError(f"layer {layer.name!r} is used {len(layer._inbound_nodes)} times; "
-                              "QAT rewrites models whose layers are each called once")
-        node = layer._inbound_nodes[0]
-        args = [tensors[id(t)] for t in node.input_tensors]
-        group = [layer]
-        if isinstance(layer, keras.layers.BatchNormalization):
-            raise ConfigError(
-                f"BatchNormalization {layer.name!r} does not follow a convolution, so no int8 "
-                "kernel can absorb it; QAT supports post-activation ResNets (conv -> BN -> "
-                "ReLU), not pre-activation ones")
-        if type(layer) is keras.layers.Conv2D and layer.groups == 1:
-            bn = graph.sole_reader(layer)
-            bn = bn if isinstance(bn, keras.layers.BatchNormalization) and bn.axis in (
-                -1, 3, [3], [-1]) else None
-            kernel, bias = fold(layer.kernel.numpy(), layer.bias.numpy() if layer.use_bias
-                                else None, bn)
-            group += [bn] if bn else []
-            relu = _fused_relu(graph, group)
-            weighted = _clone(layer, use_bias=True, activation="relu" if relu else "linear",
-                              name=_op_name(group))
-            weighted_class = QuantConv2D
-        elif type(layer) is keras.layers.Dense:
-            kernel, bias = fold(layer.kernel.numpy(),
-                                layer.bias.numpy() if layer.use_bias else None)
-            relu = _fused_relu(graph, group) if layer.activation is keras.activations.linear \
-                else None
-            weighted = _clone(layer, use_bias=True, name=_op_name(group))
-            weighted_class = QuantDense
-        else:
-            weighted_class = None
-        if weighted_class is not None:
-            weighted = weighted_class.from_config(weighted.get_config())
-            y = weighted(args[0])
-            weighted.set_weights([kernel, bias])
-        elif _is_add(layer):
-            _fused_relu(graph, group)
-            add = keras.layers.Add(name=_op_name(group))
-            y = add(args)
-            if len(group) > 1:
-                y = keras.layers.Activation("relu", name=f"{layer.name}_relu")(y)
-        elif isinstance(layer, IDENTITY):
-            tensors[id(layer.output)] = args[0]
-            continue
-        elif isinstance(layer, PASS_THROUGH):
-            tensors[id(layer.output)] = _clone(layer)(args[0])
-            continue
-        elif isinstance(layer, keras.layers.Normalization):
-            # keeps its name: exporters read the input normalisation from "preprocessing"
-            copy = _clone(layer)
-            y = copy(args[0])
-            copy.set_weights(layer.get_weights())
-            tensors[id(layer.output)] = ActivationQuantizer(
-                decay=decay, name=f"{layer.name}_quant")(y)
-            continue
-        elif isinstance(layer, REQUANTISED) or _is_relu(layer):
-            copy = _clone(layer, name=_op_name(group))
-            y = copy(args[0])
-            copy.set_weights(layer.get_weights())
-        else:
-            raise ConfigError(
-                f"layer {layer.name!r} ({type(layer).__name__}) has no int8 equivalent QAT can "
-                f"simulate; supported: {SUPPORTED}")
+        args = [tensors[id(t)] for t in _only_call(layer).input_tensors]
+        group, y = _twin(graph, layer, args, decay)
         absorbed.update(id(l) for l in group)
-        last = group[-1]
-        tensors[id(last.output)] = ActivationQuantizer(decay=decay, name=last.name)(y)
+        tensors[id(group[-1].output)] = y
     outputs = [tensors[id(t)] for t in model.outputs]
-    qat = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
-    return qat
+    return keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+
+
+def _only_call(layer):
+    """The one node of a layer called once."""
+    if len(layer._inbound_nodes) != 1:
+        raise ConfigError(f"layer {layer.name!r} is used {len(layer._inbound_nodes)} times; "
+                          "QAT rewrites models whose layers are each called once")
+    return layer._inbound_nodes[0]
+
+
+def _twin(graph, layer, args, decay):
+    """What stands for ``layer`` (and the layers its int8 kernel absorbs) in the QAT model, on
+    the QAT tensors ``args``: the group of float layers it replaces and the tensor that stands
+    for the group's output."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        raise ConfigError(
+            f"BatchNormalization {layer.name!r} does not follow a convolution, so no int8 "
+            "kernel can absorb it; QAT supports post-activation ResNets (conv -> BN -> "
+            "ReLU), not pre-activation ones")
+    if type(layer) is keras.layers.Conv2D and layer.groups == 1:
+        group, y = _conv(graph, layer, args[0])
+    elif type(layer) is keras.layers.Dense:
+        group, y = _dense(graph, layer, args[0])
+    elif _is_add(layer):
+        group, y = _add(graph, layer, args)
+    elif isinstance(layer, IDENTITY):
+        return [layer], args[0]
+    elif isinstance(layer, PASS_THROUGH):  # keeps its input's quantisation
+        return [layer], _clone(layer)(args[0])
+    elif isinstance(layer, keras.layers.Normalization):
+        # keeps its name: exporters read the input normalisation from "preprocessing"
+        y = _copy(layer, args[0])
+        return [layer], ActivationQuantizer(decay=decay, name=f"{layer.name}_quant")(y)
+    elif isinstance(layer, REQUANTISED) or _is_relu(layer):
+        group = [layer]
+        y = _copy(layer, args[0], name=_op_name(group))
+    else:
+        raise ConfigError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has no int8 equivalent QAT can "
+            f"simulate; supported: {SUPPORTED}")
+    return group, ActivationQuantizer(decay=decay, name=group[-1].name)(y)
+
+
+def _conv(graph, layer, x):
+    """Conv2D, the BatchNormalization folded into it and the ReLU after: one int8 kernel."""
+    bn = graph.sole_reader(layer)
+    bn = bn if isinstance(bn, keras.layers.BatchNormalization) and bn.axis in (
+        -1, 3, [3], [-1]) else None
+    kernel, bias = fold(layer.kernel.numpy(), layer.bias.numpy() if layer.use_bias else None, bn)
+    group = [layer] + ([bn] if bn else [])
+    relu = _fused_relu(graph, group)
+    y = _weighted(QuantConv2D, layer, x, kernel, bias,
+                  activation="relu" if relu else "linear", name=_op_name(group))
+    return group, y
+
+
+def _dense(graph, layer, x):
+    kernel, bias = fold(layer.kernel.numpy(), layer.bias.numpy() if layer.use_bias else None)
+    group = [layer]
+    if layer.activation is keras.activations.linear:
+        _fused_relu(graph, group)
+    return group, _weighted(QuantDense, layer, x, kernel, bias, name=_op_name(group))
+
+
+def _add(graph, layer, args):
+    """Add and the ReLU after it: one int8 kernel."""
+    group = [layer]
+    _fused_relu(graph, group)
+    y = keras.layers.Add(name=_op_name(group))(args)
+    if len(group) > 1:
+        y = keras.layers.Activation("relu", name=f"{layer.name}_relu")(y)
+    return group, y
+
+
+def _weighted(quant_class, layer, x, kernel, bias, **changes):
+    """``layer`` as ``quant_class`` (weights fake-quantised per channel) with the folded
+    ``kernel`` and ``bias``, called on ``x``."""
+    weighted = quant_class.from_config(_clone(layer, use_bias=True, **changes).get_config())
+    y = weighted(x)
+    weighted.set_weights([kernel, bias])
+    return y
+
+
+def _copy(layer, x, **changes):
+    """A copy of ``layer`` with its weights, called on ``x``."""
+    copy = _clone(layer, **changes)
+    y = copy(x)
+    copy.set_weights(layer.get_weights())
+    return y
 
 
 def _fused_relu(graph, group):
