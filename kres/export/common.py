@@ -12,11 +12,15 @@ from kres.errors import ExportError
 
 
 def check_choice(argument, value, accepted):
+    """An ExportError naming ``argument``, what it got and what it accepts, unless ``value`` is
+    one of ``accepted``."""
     if value not in accepted:
         raise ExportError(f"{argument}={value!r} is not supported; accepted: {', '.join(accepted)}")
 
 
 def check_calibration(calibration, model, quantization="int8"):
+    """``calibration`` as a float32 array, or an ExportError when there are no images or they do
+    not have the model's input shape."""
     if calibration is None:
         raise ExportError(f"quantization={quantization!r} needs calibration images: real, "
                           "preprocessed like the model's inputs (never random data)")
