@@ -93,15 +93,12 @@ def check_keras_archive(path: str) -> str:
     return path
 
 
-def load_keras_model(path: str, compile: bool = False):
-    """A ``.keras`` file as a Keras model (kres' layers registered), with one clear error for a
-    file that is missing, not a .keras archive, or not loadable by this Keras."""
+def load_keras_archive(path: str, compile: bool = False):
+    """A ``.keras`` file as a Keras model, with one clear error for a file that is missing, not a
+    .keras archive, or not loadable by this Keras. The custom layers the file uses must be
+    registered (their modules imported) already: :func:`kres.saving.load_keras_model` registers
+    all of kres' own."""
     import keras
-
-    # Registers kres' custom layers for deserialisation; imported here, not at the top, so that
-    # this ground-floor module does not depend on the models package.
-    import kres.models  # noqa: F401
-    import kres.quantize.layers  # noqa: F401  (QAT models)
 
     check_keras_archive(path)
     try:

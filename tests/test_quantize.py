@@ -15,7 +15,7 @@ import kres.data
 import kres.export
 import kres.quantize
 from kres.errors import ConfigError, ExportError
-from kres.quantize import convert as qconvert
+from kres.export import qat as qconvert
 from kres.export import Tolerances
 from kres.quantize.fold import fold
 from kres.training import TrainConfig, train
@@ -220,7 +220,7 @@ def test_qat_export_uses_learned_ranges_and_reports_both_references(qat_run, tmp
         assert artifact["int8"]["ranges"] == "qat"
         assert 0 <= artifact["int8"]["top1_agreement_with_float"] <= 1
         assert artifact["top1_agreement"] >= LOOSE.min_agreement
-    rows = kres.quantize.compare(manifest, manifest)
+    rows = kres.export.comparison.compare(manifest, manifest)
     assert [r["model"] for r in rows] == ["float", "PTQ int8", "PTQ int8", "QAT", "QAT int8",
                                           "QAT int8"]
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def parse_args(argv=None):
     from kres.export import FORMATS, QUANTIZATIONS, Tolerances, export
-    from kres.export.convert import IO_TYPES
+    from kres.export.tflite import IO_TYPES
 
     defaults = {name: p.default for name, p in inspect.signature(export).parameters.items()}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

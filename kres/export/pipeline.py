@@ -1,6 +1,7 @@
 """`export`: the plan. Convert, load back, verify, time, and only then move the artifacts and
-manifest.json into place. Each step is a function here; converting is `convert`, the int8
-search `precision`, TFLite metadata `metadata`, running a file `runners`, the record `manifest`.
+manifest.json into place. Each step is a function here; converting is one module a format
+(`savedmodel`, `tflite`, `onnx`; a QAT model's int8 files `qat`), the int8 search `precision`,
+TFLite metadata `metadata`, running a file `runners`, the record `manifest`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ import kres
 from kres import data as kdata
 from kres import rundir
 from kres.errors import ExportError
-from kres.export import convert, precision
+from kres.export import onnx, precision, savedmodel, tflite
 from kres.export import metadata as tflite_metadata
+from kres.export import qat as qat_convert
+from kres.export.common import check_choice
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
-from kres.files import atomic_write_text, load_keras_model, sha256_of, size_of
+from kres.files import atomic_write_text, sha256_of, size_of
 from kres.machine import cpu_info
-from kres.quantize import convert as qat_convert
 from kres.quantize import is_qat
+from kres.saving import load_keras_model
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
-APPLIES = {"saved_model": ("fp32",), "tflite": convert.TFLITE_QUANTIZATIONS,
-           "onnx": convert.ONNX_QUANTIZATIONS}
+APPLIES = {"saved_model": ("fp32",), "tflite": tflite.TFLITE_QUANTIZATIONS,
+           "onnx": onnx.ONNX_QUANTIZATIONS}
 CONVERTERS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
               "mediapipe")
 GENERATED_SIZE = 224  # side of generated images for models with a free input size
@@ -108,7 +111,7 @@ def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
     formats = _choices("formats", formats, FORMATS)
     explicit = quantize is not None
     quantize = _choices("quantize", quantize if explicit else QUANTIZATIONS, QUANTIZATIONS)
-    convert.check_choice("io", io, convert.IO_TYPES)
+    check_choice("io", io, tflite.IO_TYPES)
     tolerances = tolerances or Tolerances()
     out = _check_out(out)
 
@@ -288,10 +291,10 @@ def produce(model, fmt, quantization, staging, held_out, expected, tolerances, *
 
 def _convert(model, fmt, quantization, path, *, opset, classifier):
     if fmt == "saved_model":
-        return convert.to_saved_model(model, path)
+        return savedmodel.to_saved_model(model, path)
     if fmt == "tflite":
-        return convert.to_tflite(model, path, quantization, metadata=classifier)
-    return convert.to_onnx(model, path, quantization, opset=opset)
+        return tflite.to_tflite(model, path, quantization, metadata=classifier)
+    return onnx.to_onnx(model, path, quantization, opset=opset)
 
 
 def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
@@ -300,9 +303,9 @@ def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
                                       classifier=classifier)
     layer_names = [layer.name for layer in model.layers]
     if fmt == "tflite":
-        quantizer = convert.TFLiteInt8(model, held_out.calibration, io=io, metadata=classifier)
+        quantizer = tflite.TFLiteInt8(model, held_out.calibration, io=io, metadata=classifier)
         return precision.search(quantizer, fmt, path, check, layer_names)
-    with convert.OnnxInt8(model, held_out.calibration, opset) as quantizer:
+    with onnx.OnnxInt8(model, held_out.calibration, opset) as quantizer:
         return precision.search(quantizer, fmt, path, check, layer_names)
 
 

@@ -33,7 +33,9 @@ import tempfile
 import numpy as np
 
 from kres import native
-from kres.export.convert import OnnxInt8, TFLiteInt8, write_tflite
+from kres.export import onnx_edit
+from kres.export.onnx import OnnxInt8
+from kres.export.tflite import TFLiteInt8
 
 KEEP_FLOAT = (1, 2, 4, 8)  # how many of the worst layers the mixed-precision settings keep float
 WORST_REPORTED = 5
@@ -283,10 +285,7 @@ def _onnx_errors(quantizer: OnnxInt8):
         error.add(pair["float"], pair["dequantized"])
         weight_error[name] = error.value()
     graph = onnx.load(quantizer.prepared).graph
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = onnx_edit.readers(graph)
     found = []
     for node in graph.node:
         if node.op_type not in WEIGHTED_OPS:

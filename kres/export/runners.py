@@ -16,7 +16,8 @@ import numpy as np
 from kres import native
 from kres.errors import ExportError, IntegrityError
 from kres.export.manifest import MANIFEST
-from kres.files import load_keras_model, sha256_of, size_of
+from kres.files import sha256_of, size_of
+from kres.saving import load_keras_model
 
 
 

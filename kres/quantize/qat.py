@@ -40,7 +40,7 @@ def qat(model, images=None, *, decay=0.999):
 
 def load(model):
     """A functional kres keras.Model from a model, a .keras file or a run directory."""
-    from kres.files import load_keras_model
+    from kres.files import load_keras_archive  # the model and QAT layers are registered here
     from kres.models import get_spec
 
     if not isinstance(model, keras.Model):
@@ -54,7 +54,7 @@ def load(model):
             raise ConfigError(f"no trained model at {source!r}: give a training run directory "
                               f"(holding {rundir.BEST}) or a .keras file")
         try:
-            model = load_keras_model(source)
+            model = load_keras_archive(source)
         except Exception as error:  # KresError with one line already
             raise ConfigError(str(error)) from None
     names = [layer.name for layer in getattr(model, "layers", [])]

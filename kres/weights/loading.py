@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from kres.errors import KresError
-from kres.files import load_keras_model
+from kres.files import load_keras_archive
 from kres.weights import fetch, torch_names
 from kres.weights.table import TABLE
 
@@ -211,7 +211,7 @@ def load_keras_file(model, path):
         except ValueError as e:
             raise KresError(f"weights file {path!r} does not fit {model.name!r}: {e}") from None
         return model
-    source = load_keras_model(path)
+    source = load_keras_archive(path)  # kres.models, which loads weights, registered its layers
     groups = {layer.name: {v.name: np.asarray(v) for v in layer.weights}
               for layer in source.layers if layer.weights}
     return load_groups(model, groups, f"weights file {path!r}")

@@ -16,7 +16,7 @@ with exactly the QAT model's activation ranges and weights.
 The weights are stored as uint8 with zero point 128 ("U8U8"), not as int8: 8-bit int8 weights
 saturate onnxruntime's u8 x s8 kernels on x86-64 CPUs without VNNI (VPMADDUBSW sums two
 products in 16 bits), and the 7-bit weights post-training export uses there (``reduce_range``,
-:class:`kres.export.convert.OnnxInt8`) would round the trained 8-bit weights to a grid the QAT
+:class:`kres.export.onnx.OnnxInt8`) would round the trained 8-bit weights to a grid the QAT
 model never saw. Its u8 x u8 kernels widen to 16 bits before multiplying and cannot saturate.
 Measured on an AVX2 CPU without VNNI, the untrained QAT twin of the digits resnet20: top-1
 agreement with the QAT Keras model 100 % (U8U8), 99.63 % (int8, reduce_range), 98.14 % (int8,
@@ -28,15 +28,15 @@ resnet20 0.78 ms U8U8, 0.68 ms reduce_range, 1.06 ms fp32; resnet18 at 32x32 1.3
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import tempfile
 
 import numpy as np
 
 from kres.errors import ExportError
-from kres.export import convert
+from kres.export import onnx_edit, tflite
+from kres.export.common import io_names
+from kres.export.onnx import calibration_reader, onnx_graph, quantize_static, write_quantized
 
 QUANTISED_OPS = ("Conv", "MatMul", "Gemm", "Add", "Relu", "MaxPool", "Pad", "GlobalAveragePool",
                  "AveragePool", "Reshape", "Squeeze", "Flatten")
@@ -47,13 +47,12 @@ def to_tflite(model, path, *, metadata=None):
     learned ranges."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as tmp:
-        convert.to_saved_model(model, tmp)
-        converter = convert._tflite_converter(tmp)
+    def read_fake_quantisation(converter):  # DEFAULT without a representative dataset
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        flatbuffer = convert._convert(converter, "QAT int8")
-    input_name, output_names = convert.io_names(model)
-    return convert.write_tflite(flatbuffer, path, input_name, output_names, metadata)
+
+    data = tflite.flatbuffer(model, "QAT int8", read_fake_quantisation)
+    input_name, output_names = io_names(model)
+    return tflite.write_tflite(data, path, input_name, output_names, metadata)
 
 
 def qdq_ranges(proto):
@@ -65,10 +64,7 @@ def qdq_ranges(proto):
     graph = proto.graph
     values = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
     nodes = list(graph.node)
-    by_input = {}
-    for node in nodes:
-        for name in node.input:
-            by_input.setdefault(name, []).append(node)
+    by_input = onnx_edit.readers(graph)
     ranges, drop, renames = {}, [], {}
     for node in nodes:
         if node.op_type != "QuantizeLinear":
@@ -86,10 +82,7 @@ def qdq_ranges(proto):
         graph.node.remove(node)
     for node in graph.node:
         node.input[:] = [renames.get(name, name) for name in node.input]
-    used = {name for node in graph.node for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]  # not the pairs' scales
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    onnx_edit.drop_unused_initializers(graph)  # the pairs' scales and zero points
     for output in graph.output:
         if output.name in renames:  # a model output that was quantised: keep its name
             graph.node.append(onnx.helper.make_node("Identity", [renames[output.name]],
@@ -105,10 +98,7 @@ def _matmul_add_to_gemm(proto):
 
     graph = proto.graph
     initializers = {i.name: i for i in graph.initializer}
-    readers = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = onnx_edit.readers(graph)
     for node in list(graph.node):
         if node.op_type != "MatMul" or node.input[1] not in initializers:
             continue
@@ -159,14 +149,14 @@ class OnnxQAT:
     :meth:`write` quantises it with onnxruntime. A context manager (it owns a directory)."""
 
     def __init__(self, model, opset=17):
-        self.input_name, self.output_names = convert.io_names(model)
+        self.input_name, self.output_names = io_names(model)
         self._tmp = tempfile.TemporaryDirectory()
         self.float_path = os.path.join(self._tmp.name, "float.onnx")
-        proto = convert.onnx_graph(model, opset)
+        proto = onnx_graph(model, opset)
         self.ranges = qdq_ranges(proto)
         _matmul_add_to_gemm(proto)
         self.weights = weight_grids(proto)
-        convert._save_onnx(proto, self.float_path)
+        onnx_edit.save(proto, self.float_path)
 
     def __enter__(self):
         return self
@@ -192,26 +182,15 @@ class OnnxQAT:
         """Quantise (uint8 activations at the QAT ranges, the QAT model's per-channel weights)
         and write ``path``. ``calibration``: images for the few tensors without a QAT range
         (none in a kres ResNet: every quantised op's inputs and output have one)."""
-        import onnx
-        from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import QuantType
 
         raw = os.path.join(self._tmp.name, "quantized.onnx")
-        reader = convert.calibration_reader(self.input_name, calibration)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                quantize_static(self.float_path, raw, reader, quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8,
-                                weight_type=QuantType.QUInt8, per_channel=True,
-                                reduce_range=False, op_types_to_quantize=QUANTISED_OPS,
-                                extra_options={"TensorQuantOverrides": self.overrides()})
-        except Exception as error:
-            raise ExportError(f"ONNX int8 quantisation of the QAT model failed: {error}") \
-                from error
-        proto = onnx.load(raw)
-        convert._shorten_names(proto)
-        convert._drop_zero_zero_points(proto)
-        convert._save_onnx(proto, os.fspath(path))
-        return os.fspath(path)
+        reader = calibration_reader(self.input_name, calibration)
+        quantize_static(self.float_path, raw, reader, "ONNX int8 quantisation of the QAT model",
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                        per_channel=True, reduce_range=False, op_types_to_quantize=QUANTISED_OPS,
+                        extra_options={"TensorQuantOverrides": self.overrides()})
+        return write_quantized(raw, path)
 
 
 def to_onnx(model, path, calibration, *, opset=17):
@@ -271,7 +250,8 @@ def float_reference(source, held_out, expected):
     manifest record (its accuracy and agreement with the QAT model). None without that run."""
     from kres import rundir
     from kres.export.runners import KerasRunner
-    from kres.files import load_keras_model, sha256_of
+    from kres.files import sha256_of
+    from kres.saving import load_keras_model
 
     path = source.get("model") if source.get("from") == "file" else None
     run_dir = os.path.dirname(os.path.abspath(path)) if path else ""

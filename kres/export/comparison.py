@@ -12,8 +12,9 @@ def compare(float_export, qat_export):
     ``accuracy`` on the held-out images, ``agreement_with_float`` (top-1, with the float Keras
     model) and ``agreement_with_qat`` (with the QAT Keras model, for QAT rows), ``setting``.
 
-    >>> rows = kres.quantize.compare("exports/digits-resnet20", "exports/digits-resnet20-qat")
-    >>> print(kres.quantize.table(rows))
+    >>> rows = kres.export.comparison.compare("exports/digits-resnet20",
+    ...                                       "exports/digits-resnet20-qat")
+    >>> print(kres.export.comparison.table(rows))
     """
     ptq, qat = (m if isinstance(m, Manifest) else Manifest.read(m)
                 for m in (float_export, qat_export))
