@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import zipfile
 
 from kres.errors import KresError
@@ -106,3 +107,29 @@ def load_keras_archive(path: str, compile: bool = False):
     except Exception as error:  # noqa: BLE001 - Keras raises many types; the user needs one line
         raise KresError(f"{path!r} is a .keras archive, but Keras {keras.__version__} could not "
                         f"load it: {error}") from error
+
+
+# ----------------------------------------------------------------------------- interruption
+
+_received = []  # signals received by the handler of interrupt_on()
+
+
+def interrupt_on(*signals) -> None:
+    """Treat each of ``signals`` (default SIGINT and SIGTERM) like Ctrl-C: raise
+    KeyboardInterrupt in the main thread, and remember it, so that :func:`check_interrupted`
+    still refuses to commit when a library swallowed the exception (Python only prints
+    "Exception ignored" for one raised in a finaliser, and a converter that calls back into
+    Python, such as TFLite's calibration of a representative dataset, may carry on)."""
+
+    def handler(signum, frame):
+        _received.append(signum)
+        raise KeyboardInterrupt
+
+    for number in signals or (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, handler)
+
+
+def check_interrupted() -> None:
+    """KeyboardInterrupt if a signal of :func:`interrupt_on` arrived: call before a commit."""
+    if _received:
+        raise KeyboardInterrupt

@@ -1,7 +1,6 @@
 """Residual units, shortcuts and the plug-in pieces, one behaviour per test."""
 
 import numpy as np
-import pytest
 
 import keras
 import kres

@@ -32,8 +32,8 @@ import numpy as np
 from kres.training import TrainConfig, train
 
 def max_difference(a, b):
-    """The largest weight difference, relative to each tensor's scale (its largest |value|, at
-    least 1): BatchNorm's moving variances reach 2-3 here, and float32 rounding scales with them."""
+    # The largest weight difference, relative to each tensor's scale (its largest |value|, at
+    # least 1): BatchNorm's moving variances reach 2-3 here, and float32 rounding scales with them.
     return max(float(np.max(np.abs(x - y))) / max(float(np.max(np.abs(x))), 1.0)
                for x, y in zip(a.model.get_weights(), b.model.get_weights()))
 """

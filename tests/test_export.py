@@ -1,24 +1,21 @@
 """kres.export: verified SavedModel, TFLite and ONNX artifacts, int8 settings searched until they
 agree with Keras, metadata that phone apps read, and the main job that produces them.
 
-The shared fixture is the README's main command itself (``bash tools/run.sh demo``), run once as
-a subprocess in a fresh directory: resnet20 trained on digits with the project's default recipe,
-and its export. Most tests read that run and that export. Under xdist the first worker to need
-it runs it under a file lock; the other waits.
+Most tests read the main job's run and export (``main_job``, ``digits_run``, ``manifest``: the
+session fixtures of tests/conftest.py).
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
-from filelock import FileLock
+
+from conftest import subprocess_env as env
 
 import kres
 import kres.data
@@ -31,64 +28,6 @@ from kres.training import TrainConfig, train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = [("saved_model", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"),
              ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "fp32"), ("onnx", "int8")]
-
-
-def env(**extra):
-    environment = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2", **extra)
-    environment.pop("KERAS_BACKEND", None)
-    return environment
-
-
-@pytest.fixture(scope="session")
-def shared(tmp_path_factory, worker_id):
-    """A directory all xdist workers of this session see."""
-    base = tmp_path_factory.getbasetemp()
-    return base if worker_id == "master" else base.parent
-
-
-def once(path, make):
-    """``path``, made by ``make(partial)`` by whichever worker gets here first."""
-    with FileLock(f"{path}.lock"):
-        if not path.exists():
-            partial = path.with_name(path.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir()
-            make(partial)
-            partial.rename(path)
-    return path
-
-
-def run_main_job(directory):
-    """``bash tools/run.sh demo`` exactly as the README says, in an empty directory."""
-    done = subprocess.run(["bash", os.path.join(ROOT, "tools", "run.sh"), "demo"],
-                          cwd=directory, env=env(), capture_output=True, text=True, timeout=3000)
-    (directory / "stdout.txt").write_text(done.stdout)
-    (directory / "stderr.txt").write_text(done.stderr)
-    (directory / "returncode.txt").write_text(str(done.returncode))
-
-
-@pytest.fixture(scope="session")
-def main_job(shared):
-    directory = once(shared / "main-job", run_main_job)
-    return types.SimpleNamespace(
-        dir=directory, stdout=(directory / "stdout.txt").read_text(),
-        stderr=(directory / "stderr.txt").read_text(),
-        returncode=int((directory / "returncode.txt").read_text()))
-
-
-@pytest.fixture(scope="session")
-def digits_run(main_job):
-    """resnet20 trained on digits by the main job: the project's own recipe and defaults."""
-    run = main_job.dir / "runs" / "digits-resnet20"
-    assert (run / "best.keras").exists(), main_job.stderr[-3000:]
-    return run
-
-
-@pytest.fixture(scope="session")
-def manifest(main_job):
-    path = main_job.dir / "exports" / "digits-resnet20"
-    assert (path / "manifest.json").exists(), main_job.stderr[-3000:]
-    return kres.export.Manifest.read(path)
 
 
 @pytest.fixture(scope="session")

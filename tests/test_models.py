@@ -1,9 +1,7 @@
 """The model zoo as a specification: published sizes, keras.applications parity, behaviour."""
 
-import numpy as np
 import pytest
 
-import keras
 import kres
 from kres.models.blocks import BLOCKS, STEMS
 

@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import inspect
 import os
-import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,16 +55,14 @@ def default_out(model):
     return os.path.join("exports", os.path.basename(model))
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
-    # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
-    signal.signal(signal.SIGTERM, _interrupt)
     import kres.export
+    from kres.files import interrupt_on
+
+    # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
+    interrupt_on()
 
     out = args.out or default_out(args.model)
     try:

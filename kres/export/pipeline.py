@@ -27,7 +27,7 @@ from kres.export import qat as qat_convert
 from kres.export.common import check_choice
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
-from kres.files import atomic_write_text, sha256_of, size_of
+from kres.files import atomic_write_text, check_interrupted, sha256_of, size_of
 from kres.machine import cpu_info
 from kres.quantize import is_qat
 from kres.saving import load_keras_model
@@ -459,6 +459,7 @@ def _staging(out):
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
     try:
         yield staging
+        check_interrupted()  # a signal whose KeyboardInterrupt a library swallowed
         final = staging + ".done"
         os.rename(staging, final)
         old = None

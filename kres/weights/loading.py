@@ -5,7 +5,6 @@ or not at all."""
 import os
 import sys
 
-import keras
 import numpy as np
 
 from kres.errors import KresError
