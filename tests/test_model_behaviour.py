@@ -85,7 +85,8 @@ def test_mixed_precision_computes_low_and_outputs_float32(policy):
 
 @pytest.mark.parametrize("name,overrides", [
     ("resnet20", {"drop_path_rate": 0.1}),
-    ("preact_resnet164", {"shortcut_scale": "1/L", "se_ratio": 0.25}),
+    # preact_resnet164's units and options, 6 units instead of 54 (the round trip is the same).
+    ("preact_resnet164", {"depths": (2, 2, 2), "shortcut_scale": "1/L", "se_ratio": 0.25}),
     ("resnetv2_50", {"input_shape": (64, 64, 3)}),
     ("keras_resnet50", {"input_shape": (64, 64, 3)}),
 ])
