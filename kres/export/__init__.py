@@ -2,23 +2,27 @@
 
 >>> manifest = kres.export.export("runs/digits-resnet20", "exports/digits-resnet20")
 >>> print(manifest.table())
+>>> config = kres.export.ExportConfig(formats="tflite", quantize="int8", io="uint8")
+>>> kres.export.export(result.run, "exports/digits-int8", config)   # a TrainResult's run
 >>> runner = kres.export.load(manifest.artifact("tflite", "int8"))
 >>> logits = runner.predict(images)  # float32 raw pixels in, float32 logits out
 
 The single converters (`to_saved_model`, `to_tflite`, `to_onnx`) write one file without checking
 it; `export` converts, searches int8 settings until one agrees with Keras (`precision`), embeds
 TFLite metadata (`metadata`), loads every artifact back in its own runtime, compares it with
-Keras on held-out images and writes manifest.json. `tools/export.py` is the command line.
+Keras on held-out images and writes manifest.json. What an export does is an `ExportConfig`
+(every field an option of ``kres export``, the command line).
 """
 
 from kres.errors import ExportError, IntegrityError
 from kres.export import metadata, precision
 from kres.export.convert import to_onnx, to_saved_model, to_tflite
+from kres.export.config import FORMATS, QUANTIZATIONS, ExportConfig, Tolerances
 from kres.export.manifest import Manifest
-from kres.export.pipeline import FORMATS, QUANTIZATIONS, Tolerances, export
+from kres.export.pipeline import default_out, export
 from kres.export.runners import Runner, load
 from kres.files import sha256_of
 
-__all__ = ["ExportError", "FORMATS", "IntegrityError", "Manifest", "QUANTIZATIONS", "Runner",
-           "Tolerances", "export", "load", "metadata", "precision", "sha256_of", "to_onnx",
-           "to_saved_model", "to_tflite"]
+__all__ = ["ExportConfig", "ExportError", "FORMATS", "IntegrityError", "Manifest", "QUANTIZATIONS",
+           "Runner", "Tolerances", "default_out", "export", "load", "metadata", "precision",
+           "sha256_of", "to_onnx", "to_saved_model", "to_tflite"]
