@@ -20,16 +20,17 @@ import sys
 PROG = "kres export"
 
 
-def parse_args(argv=None, prog=PROG):
+def parser(prog=PROG):
+    """The command's options: the model, --out and every ExportConfig field."""
     from kres.cli.options import add_options
     from kres.export import ExportConfig
 
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a training run directory, a .keras file, or a model name")
-    parser.add_argument("--out", help="export directory (default exports/<run or model name>)")
-    add_options(parser, ExportConfig)
-    return parser.parse_args(argv)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a training run directory, a .keras file, or a model name")
+    p.add_argument("--out", help="export directory (default exports/<run or model name>)")
+    add_options(p, ExportConfig)
+    return p
 
 
 def _interrupt(signum, frame):
@@ -40,7 +41,7 @@ def main(argv=None, prog=PROG) -> int:
     from kres import native
 
     native.import_tensorflow()
-    args = parse_args(argv, prog)
+    args = parser(prog).parse_args(argv)
     # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
     import kres.export

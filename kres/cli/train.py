@@ -18,11 +18,9 @@ PROG = "kres train"
 
 
 def parse_args(argv=None, prog=PROG):
-    """--backend must be known before Keras is imported, so it is parsed first."""
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--backend", choices=("tensorflow", "jax"),
-                       help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
-    known, _ = early.parse_known_args(argv)
+    """The parsed command line. --backend must be known before Keras is imported, so it is
+    parsed first, on its own."""
+    known, _ = _backend_option().parse_known_args(argv)
     if known.backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != known.backend:
             sys.exit(f"{prog}: --backend must be chosen before keras is imported")
@@ -30,16 +28,27 @@ def parse_args(argv=None, prog=PROG):
     from kres import native
 
     native.import_tensorflow()  # tf.data on every backend; its start-up lines filtered
+    return parser(prog).parse_args(argv)
+
+
+def parser(prog=PROG):
+    """The command's options: --backend, every TrainConfig field but verbose, and --quiet."""
     from kres.cli.options import add_options
     from kres.training import TrainConfig
 
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                     parents=[early],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(parser, TrainConfig, exclude=("verbose",))
-    parser.add_argument("--quiet", action="store_true",
-                        help="one line per epoch, no progress bar")
-    return parser.parse_args(argv)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                parents=[_backend_option()],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, TrainConfig, exclude=("verbose",))
+    p.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
+    return p
+
+
+def _backend_option():
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--backend", choices=("tensorflow", "jax"),
+                   help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    return p
 
 
 def main(argv=None, prog=PROG) -> int:

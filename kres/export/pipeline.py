@@ -90,6 +90,9 @@ def export(model, out, config=None, **options):
     >>> manifest = kres.export.export("runs/digits-resnet20", "exports/digits-resnet20")
     >>> print(manifest.table())
     """
+    if not isinstance(config, (ExportConfig, type(None))):
+        raise TypeError(f"export()'s third argument is an ExportConfig; got {config!r} (give "
+                        "other options by name)")
     config = (config or ExportConfig()).replace(**options)
     out = _check_out(out)
     model, source, run = resolve_model(model, config)

@@ -9,7 +9,7 @@ Its int8 TFLite and ONNX files take their ranges from the model, without calibra
 >>> import kres.quantize
 >>> x, _ = kres.data.arrays("digits", "train", image_size=32)
 >>> q = kres.quantize.qat("runs/digits-resnet20", x[:256])
->>> q.compile(...); q.fit(...)     # or: python tools/train.py --qat --out runs/digits-resnet20
+>>> q.compile(...); q.fit(...)     # or: kres train --qat --out runs/digits-resnet20
 """
 
 from kres.quantize.layers import ActivationQuantizer, QuantConv2D, QuantDense  # noqa: F401

@@ -3,7 +3,7 @@
 Every TrainConfig field left at None takes a per-family default, so `TrainConfig(model="resnet20",
 data="digits")` is a complete recipe. `resolve` decides everything once, after the distribution
 plan is known, into a frozen `Recipe`; config.json records both, so a run can be reproduced from
-it alone. The fields' help texts and choices are the command line's too (tools/train.py).
+it alone. The fields' help texts and choices are the command line's too (``kres train``).
 """
 
 from __future__ import annotations
