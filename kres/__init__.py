@@ -1,27 +1,46 @@
 """kres: residual networks for Keras 3, from ``kres.build("resnet50")`` to a verified TFLite or
-ONNX file."""
+ONNX file.
+
+``import kres`` is quick: it loads neither TensorFlow nor Keras, and its names load on first use
+(``kres.build``, ``kres.data``, ...), so that a command can still choose the Keras backend
+(``kres train --backend jax``). Whenever TensorFlow loads, its native start-up notices are
+filtered (:mod:`kres.native`); whenever Keras loads, kres' layers are registered with it, so
+that ``keras.saving.load_model`` reads kres models once kres is imported.
+"""
 
 __version__ = "0.1.0"
 
+import contextlib
+import importlib
+
+from kres import imports as _imports
 from kres import native as _native
+from kres.errors import KresError
 
-_native.import_tensorflow_for_keras()  # before keras: TensorFlow's start-up lines filtered
-from kres.analysis import model_info
-from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
-from kres.weights import list_pretrained, pretrained_info
-
-_SUBMODULES = ("analysis", "bench", "data", "export", "models", "training", "weights")
+_NAMES = {"build": "kres.models", "list_models": "kres.models", "preprocessing": "kres.models",
+          "ResNetSpec": "kres.models", "model_info": "kres.analysis",
+          "list_pretrained": "kres.weights", "pretrained_info": "kres.weights"}
+_SUBMODULES = ("analysis", "bench", "cli", "data", "export", "models", "quantize", "rundir",
+               "training", "weights")
 
 
 def __getattr__(name):
-    """``kres.data``, ``kres.training`` and ``kres.export`` load on first use, so that
-    ``import kres`` stays quick for people who only build models."""
-    import importlib
-
+    """kres' functions and subpackages, each imported on first use."""
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"kres.{name}")
     raise AttributeError(f"module 'kres' has no attribute {name!r}")
 
+
+@contextlib.contextmanager
+def _registering_kres_layers():
+    yield
+    importlib.import_module("kres.models")  # registers kres' layers with Keras
+
+
+_imports.on_first_import("tensorflow", _native.filtered)
+_imports.on_first_import("keras", _registering_kres_layers)
 
 __all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
            "pretrained_info", "KresError", "ResNetSpec", "data", "training",

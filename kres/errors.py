@@ -21,6 +21,10 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A dataset directory or file does not exist."""
 
 
+class RunError(KresError):
+    """A directory is not the training run it was taken for, or its record cannot be read."""
+
+
 class ExportError(KresError):
     """An export was asked for something impossible, or an artifact failed its verification.
     Nothing is written to the output directory when this is raised."""

@@ -81,31 +81,7 @@ def import_tensorflow():
     """``import tensorflow`` without its start-up notices (once per process; later imports are
     free). Every kres command calls this first."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # its INFO and WARNING lines too
-    return _import_filtered()
-
-
-def _import_filtered():
     if "tensorflow" not in sys.modules:
         with filtered():
             import tensorflow  # noqa: F401
     return sys.modules["tensorflow"]
-
-
-def import_tensorflow_for_keras():
-    """TensorFlow imported with its notices filtered (its log level left as the user set it)
-    when Keras will use the TensorFlow backend and has not been
-    imported yet (``KERAS_BACKEND``, else ``keras.json``, else Keras' default, TensorFlow)."""
-    if "keras" in sys.modules or "tensorflow" in sys.modules:
-        return
-    backend = os.environ.get("KERAS_BACKEND")
-    if backend is None:
-        home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-        try:
-            import json
-
-            with open(os.path.join(home, "keras.json")) as f:
-                backend = json.load(f).get("backend")
-        except (OSError, ValueError, AttributeError):
-            backend = None
-    if backend in (None, "tensorflow"):
-        _import_filtered()

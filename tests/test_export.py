@@ -21,7 +21,7 @@ import kres
 import kres.data
 import kres.export
 from kres.errors import ExportError, IntegrityError, KresError
-from kres.export import Tolerances
+from kres.export import ExportConfig, Tolerances
 from kres.machine import cpu_info
 from kres.training import TrainConfig, train
 
@@ -541,6 +541,35 @@ def test_unknown_choice_names_the_argument_and_what_it_accepts(digits_run, tmp_p
 def test_agreement_target_outside_0_to_1_is_a_clear_error():
     with pytest.raises(ExportError, match=r"min_agreement=98: accepted is a fraction in \[0, 1\]"):
         Tolerances(min_agreement=98)
+
+
+def test_export_config_takes_lists_or_comma_separated_text_and_keeps_the_accepted_order():
+    config = ExportConfig(formats="onnx, tflite", quantize=["int8", "fp32"])
+    assert (config.formats, config.quantize) == (("tflite", "onnx"), ("fp32", "int8"))
+    assert config.replace(io="uint8") == ExportConfig(formats="tflite,onnx",
+                                                      quantize="fp32,int8", io="uint8")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("threads", 0, "threads=0: accepted is an integer >= 1"),
+    ("verify_samples", 2.5, "verify_samples=2.5: accepted is an integer >= 1"),
+    ("calibration_samples", -1, "calibration_samples=-1: accepted is an integer >= 0"),
+])
+def test_export_config_names_the_option_that_cannot_be_used(option, value, message):
+    with pytest.raises(ExportError, match=message):
+        ExportConfig(**{option: value})
+
+
+def test_an_unknown_export_option_names_the_closest(tmp_path):
+    with pytest.raises(TypeError, match="unknown export option 'formts'; closest: formats"):
+        kres.export.export("resnet20", tmp_path / "out", formts="onnx")
+
+
+def test_a_directory_that_is_not_a_training_run_is_a_clear_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(KresError, match=r"'.*run' is not a training run: it holds neither "
+                                        "config.json nor best.keras"):
+        kres.export.export(tmp_path / "run", tmp_path / "out")
 
 
 def test_dataset_that_does_not_fit_the_model_is_a_clear_error(tmp_path):

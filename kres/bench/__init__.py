@@ -8,7 +8,7 @@ keras.applications, predict vs a compiled function, XLA or not, TensorFlow and J
 (TFLite and ONNX latency and size per quantisation) and training (``kres.training.train`` vs a
 plain ``model.fit``, backends, XLA, precision; the main job's wall time). Every figure is the
 median of alternated runs; first compilations are reported apart. Backends are measured in
-child processes (Keras fixes its backend at import). ``tools/benchmark.py`` is the command line.
+child processes (Keras fixes its backend at import). ``kres benchmark`` is the command line.
 """
 
 from __future__ import annotations

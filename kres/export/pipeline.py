@@ -1,7 +1,9 @@
 """`export`: the plan. Convert, load back, verify, time, and only then move the artifacts and
-manifest.json into place. Each step is a function here; converting is one module a format
-(`savedmodel`, `tflite`, `onnx`; a QAT model's int8 files `qat`), the int8 search `precision`,
-TFLite metadata `metadata`, running a file `runners`, the record `manifest`.
+manifest.json into place. Each step is a function here, reading the export under way (a `Job`:
+the model, its `ExportConfig`, the held-out images and the Keras outputs on them); converting
+is one module a format (`savedmodel`, `tflite`, `onnx`; a QAT model's int8 files `qat`), the
+int8 search `precision`, TFLite metadata `metadata`, running a file `runners`, the record
+`manifest`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import shutil
@@ -19,54 +22,23 @@ import numpy as np
 
 import kres
 from kres import data as kdata
-from kres import rundir
 from kres.errors import ExportError
 from kres.export import onnx, precision, savedmodel, tflite
 from kres.export import metadata as tflite_metadata
 from kres.export import qat as qat_convert
-from kres.export.common import check_choice
+from kres.export.config import APPLIES, ExportConfig
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
 from kres.files import atomic_write_text, check_interrupted, sha256_of, size_of
 from kres.machine import cpu_info
 from kres.quantize import is_qat
+from kres.rundir import Run
 from kres.saving import load_keras_model
 
-FORMATS = ("saved_model", "tflite", "onnx")
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
-APPLIES = {"saved_model": ("fp32",), "tflite": tflite.TFLITE_QUANTIZATIONS,
-           "onnx": onnx.ONNX_QUANTIZATIONS}
 CONVERTERS = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert",
               "mediapipe")
 GENERATED_SIZE = 224  # side of generated images for models with a free input size
-
-
-@dataclasses.dataclass(frozen=True)
-class Tolerances:
-    """When an artifact counts as the Keras model. fp32 files: outputs within ``max_abs_diff``,
-    or ``max_rel_diff`` times the largest Keras output when that is more (a random-weight
-    ResNet-50 has logits near 6000, where one float32 step is 5e-4). Quantised classifiers: top-1
-    agreement of at least ``min_agreement`` on real held-out images. Quantised models with
-    other outputs (feature maps): every output's relative error ||got - keras|| / ||keras|| at
-    most ``max_quantized_error``."""
-
-    max_abs_diff: float = 1e-4
-    max_rel_diff: float = 1e-5
-    min_agreement: float = 0.98
-    max_quantized_error: float = 0.1
-
-    def __post_init__(self):
-        for name in ("max_abs_diff", "max_rel_diff", "max_quantized_error"):
-            if not getattr(self, name) >= 0:
-                raise ExportError(f"{name}={getattr(self, name)!r}: accepted is a number >= 0")
-        if not 0 <= self.min_agreement <= 1:
-            raise ExportError(f"min_agreement={self.min_agreement!r}: accepted is a fraction "
-                              "in [0, 1], e.g. 0.98")
-
-    def fp32_limit(self, expected):
-        values = expected.values() if isinstance(expected, dict) else [expected]
-        return max(self.max_abs_diff,
-                   self.max_rel_diff * max(float(np.abs(v).max()) for v in values))
+EXPORTS = "exports"  # where exports go by default, relative to the working directory
 
 
 @dataclasses.dataclass
@@ -82,62 +54,66 @@ class HeldOut:
     float_reference: np.ndarray | None = None  # QAT models: the float model's outputs
 
 
-def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
-           calibration_samples=200, verify_samples=None, calibration=None, weights=None,
-           data_dir=None, opset=17, threads=2, tolerances=None, latency_repeats=30,
-           metadata=True):
+@dataclasses.dataclass
+class Job:
+    """One export under way: what each step reads."""
+
+    model: object  # the keras.Model
+    config: ExportConfig  # with the dataset filled in from the training run
+    source: dict  # where the model came from, as manifest.json records it
+    held_out: HeldOut
+    expected: object  # the Keras model's outputs on the held-out images (a dict: several)
+    classifier: tflite_metadata.ImageClassifierInfo | None  # what TFLite files tell an app
+
+    @functools.cached_property
+    def fp32_limit(self) -> float:
+        return self.config.tolerances.fp32_limit(self.expected)
+
+
+def export(model, out, config=None, **options):
     """Convert ``model`` to every requested format and quantisation, load each artifact back in
     its runtime, verify it against Keras, and only when all pass move them, manifest.json and
     labels.txt into ``out`` (replacing a previous export there in one rename).
 
-    model: a keras.Model, a .keras file or training run directory (the run's config.json names
-    the dataset when ``data`` is None), or a registered model name (``kres.build(name,
-    weights=weights)``, shaped for ``data``'s images and classes when there are no weights).
-    data: dataset for calibration (split "train", first ``calibration_samples`` images) and
-    verification (split "test", ``verify_samples`` images or all); without data, verification
-    runs on generated images and int8 is skipped (calibration needs real images).
-    ``calibration`` overrides the calibration images. quantize: subset of fp32, fp16, dynamic,
-    int8 (default all that apply: TFLite all four, ONNX fp32 and int8, SavedModel fp32).
-    io: float, int8 or uint8 inputs and outputs of the int8 TFLite file. ``tolerances``: a
-    :class:`Tolerances`. int8 files are searched for (`kres.export.precision`): the first
-    setting that reaches ``tolerances.min_agreement`` is kept. ``metadata``: embed labels and
-    input normalisation in the TFLite files for MediaPipe and the LiteRT task libraries.
+    model: a keras.Model; a training run (a :class:`kres.rundir.Run` or its directory: its
+    best.keras) or a .keras file, whose run's config.json names the dataset when
+    ``config.data`` is None; or a registered model name (``kres.build(name,
+    weights=config.weights)``, shaped for ``data``'s images and classes when there are no
+    weights). config: an :class:`ExportConfig` (default: its defaults); ``options`` replace its
+    fields by name (``export(run, out, formats="tflite", quantize="int8")``).
+    The dataset calibrates (split "train", the first ``calibration_samples`` images) and
+    verifies (split "test", ``verify_samples`` images or all); without one, verification runs on
+    generated images and int8 is skipped (calibration needs real images). int8 files are
+    searched for (`kres.export.precision`): the first setting that reaches
+    ``tolerances.min_agreement`` is kept.
 
     Raises ExportError naming every artifact that failed; ``out`` is then left as it was.
 
     >>> manifest = kres.export.export("runs/digits-resnet20", "exports/digits-resnet20")
     >>> print(manifest.table())
     """
-    formats = _choices("formats", formats, FORMATS)
-    explicit = quantize is not None
-    quantize = _choices("quantize", quantize if explicit else QUANTIZATIONS, QUANTIZATIONS)
-    check_choice("io", io, tflite.IO_TYPES)
-    tolerances = tolerances or Tolerances()
+    if not isinstance(config, (ExportConfig, type(None))):
+        raise TypeError(f"export()'s third argument is an ExportConfig; got {config!r} (give "
+                        "other options by name)")
+    config = (config or ExportConfig()).replace(**options)
     out = _check_out(out)
-
-    data_info = kdata.info(data, data_dir) if data else None
-    model, source = resolve_model(model, weights=weights, data_info=data_info)
-    run = source.get("run_config") or {}
-    if data is None and run.get("data"):
-        data, data_dir = run["data"], data_dir or run.get("data_dir")
-    held_out = held_out_images(model, data, data_dir, verify_samples=verify_samples,
-                               calibration_samples=calibration_samples if "int8" in quantize
-                               else 0, calibration=calibration)
+    model, source, run = resolve_model(model, config)
+    if config.data is None and run is not None and run.data is not None:
+        config = config.replace(data=run.data.name, data_dir=config.data_dir or run.data.data_dir)
+    held_out = held_out_images(model, config)
     if not is_classifier(model):  # feature maps: class labels say nothing about them
         held_out.labels = held_out.truth = None
-    plan = _plan(formats, quantize, explicit, held_out, io)
+    plan = _plan(config, held_out)
     reference = KerasRunner(model)
     expected = reference.predict(held_out.images)
     if is_qat(model):  # int8 from the model's own ranges; float model beside it
-        plan = qat_convert.plan(plan, explicit, io)
+        plan = qat_convert.plan(plan, config.quantize is not None, config.io)
         source["float_model"] = qat_convert.float_reference(source, held_out, expected)
-    classifier = classifier_metadata(model, held_out.labels) if metadata else None
+    job = Job(model, config, source, held_out, expected,
+              classifier_metadata(model, held_out.labels) if config.metadata else None)
 
     with _staging(out) as staging:
-        artifacts = [
-            produce(model, fmt, q, staging, held_out, expected, tolerances, io=io, opset=opset,
-                    threads=threads, classifier=classifier, latency_repeats=latency_repeats)
-            for fmt, q in plan]
+        artifacts = [produce(job, fmt, q, staging) for fmt, q in plan]
         failures = [f"{a['path']}: {a.pop('problem')}" for a in artifacts if a.get("problem")]
         if failures:
             raise ExportError(f"{len(failures)} artifact(s) failed verification, nothing was "
@@ -147,43 +123,55 @@ def export(model, out, *, data=None, formats=FORMATS, quantize=None, io="float",
         if held_out.labels:
             atomic_write_text(os.path.join(staging, "labels.txt"),
                               "\n".join(held_out.labels) + "\n")
-        keras_entry = {"latency": reference.latency(held_out.images[:1], latency_repeats),
+        keras_entry = {"latency": reference.latency(held_out.images[:1], config.latency_repeats),
                        **_compare(expected, expected, held_out.truth)}
-        record = _manifest(model, source, keras_entry, held_out, tolerances,
-                           tolerances.fp32_limit(expected), latency_repeats, artifacts)
-        atomic_write_text(os.path.join(staging, MANIFEST), json.dumps(record, indent=2))
+        atomic_write_text(os.path.join(staging, MANIFEST),
+                          json.dumps(_manifest(job, keras_entry, artifacts), indent=2))
     return Manifest.read(out)
+
+
+def default_out(model) -> str:
+    """Where an export of ``model`` goes when no directory is given: exports/ plus the name of
+    its training run (a Run, a run directory or a .keras file in one), of another .keras file,
+    or of the model."""
+    path = os.path.normpath(os.fspath(model))
+    if path.endswith(".keras"):
+        path = os.path.dirname(path) or os.path.splitext(path)[0]
+    return os.path.join(EXPORTS, os.path.basename(path))
 
 
 # ------------------------------------------------------------------------------ the steps
 
 
-def resolve_model(model, *, weights=None, data_info=None):
-    """A keras.Model and a description of where it came from, for a model, a .keras path or
-    training run directory, or a registered model name (built for ``data_info``'s image shape
-    and classes when given and without ``weights``)."""
+def resolve_model(model, config):
+    """A keras.Model, a description of where it came from, and the training run it belongs to
+    (a :class:`Run`, or None), for a model, a training run (a Run or its directory), a .keras
+    file, or a registered model name (built for ``config.data``'s image shape and classes when
+    there are no ``config.weights``)."""
     import keras
 
     if isinstance(model, keras.Model):
-        return model, {"model": model.name, "from": "memory"}
+        return model, {"model": model.name, "from": "memory"}, None
     source = os.fspath(model)
-    if source.endswith(".keras") or os.sep in source or os.path.exists(source):
-        if rundir.is_run(source):
-            source = os.path.join(source, rundir.BEST)
+    if isinstance(model, Run) or source.endswith(".keras") or os.sep in source \
+            or os.path.exists(source):
+        if isinstance(model, Run) or os.path.isdir(source):
+            source = Run.open(source).best
         if not os.path.isfile(source):
             raise ExportError(f"model file not found: {source!r} (give a .keras file, a "
                               "training run directory or a model name)")
         loaded = _load(source)
         description = {"model": source, "from": "file", "sha256": sha256_of(source)}
-        run = rundir.read_config(os.path.dirname(source))
-        if run is not None:
-            description["run_config"] = run.get("config", run)
-        return loaded, description
+        run = Run(os.path.dirname(source))
+        if run.config is None:
+            return loaded, description, None
+        return loaded, {**description, "run_config": run.config}, run
     shape = {}
-    if data_info is not None and weights is None:
-        shape = {"input_shape": data_info.image_shape, "num_classes": data_info.num_classes}
-    built = kres.build(source, weights=weights, include_preprocessing=True, **shape)
-    return built, {"model": source, "from": "kres.build", "weights": weights}
+    if config.data and config.weights is None:
+        info = kdata.info(config.data, config.data_dir)
+        shape = {"input_shape": info.image_shape, "num_classes": info.num_classes}
+    built = kres.build(source, weights=config.weights, include_preprocessing=True, **shape)
+    return built, {"model": source, "from": "kres.build", "weights": config.weights}, None
 
 
 def _load(path):
@@ -193,23 +181,24 @@ def _load(path):
         raise ExportError(str(error)) from None
 
 
-def held_out_images(model, data, data_dir, *, verify_samples=None, calibration_samples=200,
-                    calibration=None):
-    """Test images (and labels) of ``data`` at the model's input size, and calibration images
-    from its training split; generated images when there is no dataset."""
+def held_out_images(model, config):
+    """Test images (and labels) of ``config.data`` at the model's input size, and calibration
+    images from its training split when int8 is asked for; generated images when there is no
+    dataset."""
+    data, data_dir, calibration = config.data, config.data_dir, config.calibration
     calibration_source = "given" if calibration is not None else None
     if data is None:
         shape = [GENERATED_SIZE if d is None else d for d in model.inputs[0].shape[1:]]
-        images = np.random.default_rng(0).uniform(0, 255, (verify_samples or 32, *shape))
+        images = np.random.default_rng(0).uniform(0, 255, (config.verify_samples or 32, *shape))
         return HeldOut(images.astype(np.float32), None,
                        "generated uniform [0, 255] images (seed 0)", calibration=calibration,
                        calibration_source=calibration_source)
     info, image_size = _fit_data(model, data, data_dir)
-    images, truth = kdata.arrays(data, "test", image_size=image_size, limit=verify_samples,
-                                 data_dir=data_dir)
-    if calibration is None and calibration_samples:
+    images, truth = kdata.arrays(data, "test", image_size=image_size,
+                                 limit=config.verify_samples, data_dir=data_dir)
+    if calibration is None and config.calibration_samples and "int8" in config.quantizations:
         calibration, _ = kdata.arrays(data, "train", image_size=image_size,
-                                      limit=calibration_samples, data_dir=data_dir)
+                                      limit=config.calibration_samples, data_dir=data_dir)
         calibration_source = f"{data}:train"
     return HeldOut(images, truth, f"{data}:test", list(info.class_names), calibration,
                    calibration_source)
@@ -233,79 +222,80 @@ def _fit_data(model, data, data_dir):
     return info, None
 
 
-def _plan(formats, quantize, explicit, held_out, io):
+def _plan(config, held_out):
     """(format, quantisation) pairs to produce, in order."""
-    quantize = list(quantize)
+    quantize = list(config.quantizations)
     if held_out.calibration is None and "int8" in quantize:
-        if explicit:
+        if config.quantize is not None:
             raise ExportError("quantize=int8 needs real calibration images: give data= (the CLI's "
                               "--data) or calibration=; random data ruins int8 accuracy")
         quantize.remove("int8")
+    formats = list(config.formats)
     plan = [(f, q) for f in formats for q in quantize if q in APPLIES[f]]
     if not plan:
         raise ExportError(f"none of quantize={quantize} applies to formats={formats}; "
                           f"SavedModel: fp32; TFLite: {', '.join(APPLIES['tflite'])}; "
                           f"ONNX: {', '.join(APPLIES['onnx'])}")
-    if io != "float" and ("tflite", "int8") not in plan:
-        raise ExportError(f"io={io!r} applies to the int8 TFLite file, which is not requested")
+    if config.io != "float" and ("tflite", "int8") not in plan:
+        raise ExportError(f"io={config.io!r} applies to the int8 TFLite file, which is not "
+                          "requested")
     return plan
 
 
-def produce(model, fmt, quantization, staging, held_out, expected, tolerances, *, io, opset,
-            threads, classifier, latency_repeats):
+def produce(job, fmt, quantization, staging):
     """Write one artifact into ``staging``, verify it and time it: its manifest entry, with
     ``problem`` set when it failed verification."""
+    config, held_out = job.config, job.held_out
     name = "saved_model" if fmt == "saved_model" else \
-        f"{model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
+        f"{job.model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
     path = os.path.join(staging, name)
-    limit = tolerances.fp32_limit(expected)
 
     def check(candidate):
-        runner = load(candidate, threads=threads, verify=False)
-        entry = _compare(runner.predict(held_out.images), expected, held_out.truth)
-        entry["problem"] = _problem(quantization, entry, limit, tolerances,
+        runner = load(candidate, threads=config.threads, verify=False)
+        entry = _compare(runner.predict(held_out.images), job.expected, held_out.truth)
+        entry["problem"] = _problem(quantization, entry, job.fp32_limit, config.tolerances,
                                     labelled=held_out.truth is not None)
         return entry
 
     extra = {}
     if quantization == "int8":
-        entry, extra["int8"] = _search_int8(model, fmt, path, held_out, check, io=io, opset=opset,
-                                            classifier=classifier)
+        entry, extra["int8"] = _search_int8(job, fmt, path, check)
     else:
-        _convert(model, fmt, quantization, path, opset=opset, classifier=classifier)
+        _convert(job, fmt, quantization, path)
         entry = check(path)
-    runner = load(path, threads=threads, verify=False)
+    runner = load(path, threads=config.threads, verify=False)
     entry = {"path": name, "format": fmt, "quantization": quantization, "bytes": size_of(path),
              "sha256": sha256_of(path), "inputs": runner.inputs, "outputs": runner.outputs,
              **entry, **extra,
-             "latency": {**runner.latency(held_out.images[:1], latency_repeats),
+             "latency": {**runner.latency(held_out.images[:1], config.latency_repeats),
                          **_cpu_fields()}}
     if fmt == "tflite":
         entry["metadata"] = tflite_metadata.read(path)
         if quantization == "int8":
-            entry["io"] = io
+            entry["io"] = config.io
     if fmt == "onnx":
-        entry["opset"] = opset
+        entry["opset"] = config.opset
     return entry
 
 
-def _convert(model, fmt, quantization, path, *, opset, classifier):
+def _convert(job, fmt, quantization, path):
     if fmt == "saved_model":
-        return savedmodel.to_saved_model(model, path)
+        return savedmodel.to_saved_model(job.model, path)
     if fmt == "tflite":
-        return tflite.to_tflite(model, path, quantization, metadata=classifier)
-    return onnx.to_onnx(model, path, quantization, opset=opset)
+        return tflite.to_tflite(job.model, path, quantization, metadata=job.classifier)
+    return onnx.to_onnx(job.model, path, quantization, opset=job.config.opset)
 
 
-def _search_int8(model, fmt, path, held_out, check, *, io, opset, classifier):
+def _search_int8(job, fmt, path, check):
+    model, config, calibration = job.model, job.config, job.held_out.calibration
     if is_qat(model):
-        return qat_convert.write_int8(model, fmt, path, held_out, check, opset=opset,
-                                      classifier=classifier)
+        return qat_convert.write_int8(model, fmt, path, job.held_out, check, opset=config.opset,
+                                      classifier=job.classifier)
     layer_names = [layer.name for layer in model.layers]
     if fmt == "tflite":
-        quantizer = tflite.TFLiteInt8(model, held_out.calibration, io=io, metadata=classifier)
+        quantizer = tflite.TFLiteInt8(model, calibration, io=config.io, metadata=job.classifier)
         return precision.search(quantizer, fmt, path, check, layer_names)
-    with onnx.OnnxInt8(model, held_out.calibration, opset) as quantizer:
+    with onnx.OnnxInt8(model, calibration, config.opset) as quantizer:
         return precision.search(quantizer, fmt, path, check, layer_names)
 
 
@@ -400,12 +390,12 @@ def _preprocessing(model):
             "integer_input": "int8/uint8 files: real = scale * (q - zero_point), see inputs"}
 
 
-def _manifest(model, source, keras_entry, held_out, tolerances, fp32_limit, latency_repeats,
-              artifacts):
+def _manifest(job, keras_entry, artifacts):
+    model, held_out, config = job.model, job.held_out, job.config
     return {
         "kres": kres.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {**source, "name": model.name,
+        "source": {**job.source, "name": model.name,
                    "input_shape": list(model.inputs[0].shape[1:]),
                    "output_shape": list(model.outputs[0].shape[1:]) if len(model.outputs) == 1
                    else {n: list(o.shape[1:]) for n, o in zip(model.output_names, model.outputs)},
@@ -417,25 +407,15 @@ def _manifest(model, source, keras_entry, held_out, tolerances, fp32_limit, late
         "calibration": None if held_out.calibration is None else {
             "source": held_out.calibration_source, "samples": len(held_out.calibration)},
         "verification": {"source": held_out.source, "samples": len(held_out.images),
-                         "max_abs_diff_fp32": fp32_limit,
-                         "tolerances": dataclasses.asdict(tolerances),
-                         "min_top1_agreement": tolerances.min_agreement
+                         "max_abs_diff_fp32": job.fp32_limit,
+                         "tolerances": dataclasses.asdict(config.tolerances),
+                         "min_top1_agreement": config.tolerances.min_agreement
                          if held_out.truth is not None else None,
-                         "latency_repeats": latency_repeats},
+                         "latency_repeats": config.latency_repeats},
         "machine": cpu_info(),
         "converters": {name: _version(name) for name in CONVERTERS},
         "artifacts": artifacts,
     }
-
-
-def _choices(argument, values, accepted):
-    if isinstance(values, str):
-        values = [v.strip() for v in values.split(",") if v.strip()]
-    unknown = [v for v in values if v not in accepted]
-    if unknown or not values:
-        got = f"unknown {', '.join(map(repr, unknown))}" if unknown else "nothing given"
-        raise ExportError(f"{argument}: {got}; accepted: {', '.join(accepted)}")
-    return [v for v in accepted if v in values]
 
 
 def _check_out(out):

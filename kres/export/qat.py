@@ -248,19 +248,16 @@ def float_reference(source, held_out, expected):
     """For a QAT model loaded from a QAT run (``runs/x-qat``): the float model of the trained
     run it fine-tuned (``runs/x``), its outputs kept in ``held_out.float_reference``, and its
     manifest record (its accuracy and agreement with the QAT model). None without that run."""
-    from kres import rundir
     from kres.export.runners import KerasRunner
     from kres.files import sha256_of
+    from kres.rundir import Run
     from kres.saving import load_keras_model
 
     path = source.get("model") if source.get("from") == "file" else None
-    run_dir = os.path.dirname(os.path.abspath(path)) if path else ""
-    if not run_dir.endswith(rundir.QAT_SUFFIX):
+    float_run = Run(os.path.dirname(os.path.abspath(path))).float_run if path else None
+    if float_run is None or not Run.is_run(float_run):
         return None
-    float_run = run_dir[:-len(rundir.QAT_SUFFIX)]
-    if not rundir.is_run(float_run):
-        return None
-    float_path = os.path.join(float_run, rundir.BEST)
+    float_path = float_run.best
     outputs = KerasRunner(load_keras_model(float_path)).predict(held_out.images)
     held_out.float_reference = outputs
     record = {"model": float_path, "sha256": sha256_of(float_path),

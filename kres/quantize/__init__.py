@@ -10,7 +10,7 @@ calibration (`kres.export.qat`); `kres.export.comparison` sets them beside the f
 >>> import kres.quantize
 >>> x, _ = kres.data.arrays("digits", "train", image_size=32)
 >>> q = kres.quantize.qat("runs/digits-resnet20", x[:256])
->>> q.compile(...); q.fit(...)     # or: python tools/train.py --qat --out runs/digits-resnet20
+>>> q.compile(...); q.fit(...)     # or: kres train --qat --out runs/digits-resnet20
 """
 
 from kres.quantize.layers import ActivationQuantizer, QuantConv2D, QuantDense  # noqa: F401

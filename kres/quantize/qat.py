@@ -6,11 +6,11 @@ import os
 
 import keras
 
-from kres import rundir
 from kres.errors import ConfigError
 from kres.quantize.graph import rewrite
 from kres.quantize.layers import ActivationQuantizer
 from kres.quantize.observe import observe
+from kres.rundir import BEST, Run
 
 INPUT_NAME = "images"  # every kres model's input layer
 
@@ -21,9 +21,10 @@ def is_qat(model):
 
 
 def qat(model, images=None, *, decay=0.999):
-    """The QAT twin of a trained kres ``model`` (a keras.Model, a .keras file or a training run
-    directory, whose best.keras is used), with activation ranges observed on ``images`` (real
-    images as the model takes them; without them the ranges are empty until :func:`observe`).
+    """The QAT twin of a trained kres ``model`` (a keras.Model, a .keras file, or a training run
+    directory or :class:`kres.rundir.Run`, whose best.keras is used), with activation ranges
+    observed on ``images`` (real images as the model takes them; without them the ranges are
+    empty until :func:`observe`).
 
     ``decay``: of the ranges' moving average in training.
     Raises ConfigError (one line) for a model that is not a kres model, a file or run that does
@@ -39,7 +40,8 @@ def qat(model, images=None, *, decay=0.999):
 
 
 def load(model):
-    """A functional kres keras.Model from a model, a .keras file or a run directory."""
+    """A functional kres keras.Model from a model, a .keras file or a run directory (a path or
+    a :class:`kres.rundir.Run`)."""
     from kres.files import load_keras_archive  # the model and QAT layers are registered here
     from kres.models import get_spec
 
@@ -48,11 +50,11 @@ def load(model):
         if source is None:
             raise ConfigError(f"qat() takes a kres keras.Model, a .keras file or a training run "
                               f"directory; got {type(model).__name__}")
-        if rundir.is_run(source):
-            source = os.path.join(source, rundir.BEST)
+        if Run.is_run(source):
+            source = Run(source).best
         if not os.path.isfile(source):
             raise ConfigError(f"no trained model at {source!r}: give a training run directory "
-                              f"(holding {rundir.BEST}) or a .keras file")
+                              f"(holding {BEST}) or a .keras file")
         try:
             model = load_keras_archive(source)
         except Exception as error:  # KresError with one line already

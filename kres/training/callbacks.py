@@ -7,7 +7,6 @@ everything after it.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import os
@@ -17,6 +16,7 @@ import keras
 
 from kres.errors import ConfigError
 from kres.files import atomic_save_model, atomic_write_text, fsync
+from kres.rundir import read_history
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -101,14 +101,6 @@ class EpochTimer(keras.callbacks.Callback):
         if logs is not None:
             logs["seconds"] = elapsed
             logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-
-def read_history(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
 
 
 class HistoryCSV(keras.callbacks.Callback):

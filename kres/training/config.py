@@ -3,22 +3,22 @@
 Every TrainConfig field left at None takes a per-family default, so `TrainConfig(model="resnet20",
 data="digits")` is a complete recipe. `resolve` decides everything once, after the distribution
 plan is known, into a frozen `Recipe`; config.json records both, so a run can be reproduced from
-it alone. The fields' help texts and choices are the command line's too (tools/train.py).
+it alone. The fields' help texts and choices are the command line's too (``kres train``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import platform
-import re
 
 import keras
 
 from kres import data as kdata
 from kres.errors import ConfigError
 from kres.models import get_spec
+from kres.options import option
+from kres.rundir import Run
 from kres.training import finetune
 
 MIXED_PRECISION = ("auto", "none", "float16", "bfloat16")
@@ -62,11 +62,6 @@ LOSSES = ("crossentropy", "binary")
 FREEZE_HELP = "none | backbone | stem | stages<N (stem and stages 1..N-1)"
 
 
-def option(default, help, choices=None):
-    """A TrainConfig field with its command-line help (and choices)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
-
-
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run. None means "the default for this model and data".
@@ -78,7 +73,8 @@ class TrainConfig:
 
     model: str = option("resnet20", "a kres model name")
     data: str = option("digits", "digits | tfds:NAME | folder:PATH")
-    out: str | None = option(None, "run directory (default runs/<data>-<model>)")
+    out: str | None = option(None, "run directory (default runs/<data>-<model>, with -s<seed> "
+                                   "for seeds other than 0)")
     epochs: int | None = option(None, "epochs (default: the family's recipe)")
     batch_size: int | None = option(None, "global batch, summed over all replicas and hosts")
     lr: float | None = option(None, "peak learning rate per 256 images, scaled to the batch")
@@ -159,12 +155,10 @@ class TrainConfig:
         if self.head_epochs and self.weights is None:
             bad("head_epochs", "0 without weights (a head-only phase fine-tunes a checkpoint)")
 
-    def run_dir(self) -> str:
-        """``out``, or runs/<data>-<model>."""
-        if self.out:
-            return self.out
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.data.split(":", 1)[-1]).strip("-") or "data"
-        return os.path.join("runs", f"{slug}-{self.model}")
+    def run_dir(self) -> Run:
+        """The run directory: ``out``, or the run named for the data, model and seed
+        (:meth:`kres.rundir.Run.named`)."""
+        return Run(self.out) if self.out else Run.named(self.data, self.model, self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +253,7 @@ def resolve(config: TrainConfig, plan=None, meta=None) -> Recipe:
     if sync_bn is None:  # per-replica statistics would differ from one-device training
         sync_bn = plan is not None and plan.strategy is not None and replicas > 1
     return Recipe(
-        model=config.model, data=config.data, out=config.run_dir(), family=family,
+        model=config.model, data=config.data, out=config.run_dir().path, family=family,
         epochs=value["epochs"], batch_size=value["batch_size"], lr=value["lr"],
         peak_lr=value["lr"] * value["batch_size"] / 256, weight_decay=value["weight_decay"],
         label_smoothing=value["label_smoothing"], warmup_epochs=value["warmup_epochs"],

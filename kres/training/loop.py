@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -19,9 +18,9 @@ import keras
 import kres
 import kres.weights
 from kres import data as kdata
-from kres import rundir
 from kres.errors import ConfigError
-from kres.files import atomic_save_model, atomic_write_text
+from kres.files import atomic_save_model
+from kres.rundir import BEST, Run
 from kres.training import callbacks as cb
 from kres.training import finetune
 from kres.training.config import Recipe, TrainConfig, resolve
@@ -33,25 +32,34 @@ QAT_OBSERVE_IMAGES = 512  # training images whose activation ranges start QAT
 @dataclasses.dataclass
 class TrainResult:
     """What a finished run returns: the trained model (final weights), its metrics (as in
-    metrics.json), the per-epoch history (as in history.csv), the run directory, the config it
-    was started with and the resolved recipe (both as in config.json)."""
+    metrics.json), the per-epoch history (as in history.csv), the run directory (a
+    :class:`kres.rundir.Run`), the config it was started with and the resolved recipe (both as
+    in config.json).
+
+    >>> kres.export.export(result.run, "exports/digits-resnet20")   # its data too
+    """
 
     model: keras.Model
     metrics: dict
     history: list
-    run_dir: str
+    run: Run  # the directory this process wrote (a worker's on hosts other than the first)
     config: TrainConfig
     recipe: Recipe
 
+    @property
+    def run_dir(self) -> str:
+        """The run directory's path."""
+        return self.run.path
+
 
 @dataclasses.dataclass
-class Run:
+class Prepared:
     """A prepared run: everything `build` and `fit` need, decided before any model exists."""
 
     config: TrainConfig
     recipe: Recipe
     plan: Plan
-    run_dir: str  # where this process writes (a worker directory on hosts other than 0)
+    run: Run  # where this process writes (a worker directory on hosts other than the first)
     checkpoint: cb.Checkpoint
     initial_epoch: int
     datasets: tuple  # train, validation, test
@@ -113,13 +121,13 @@ def train(config: TrainConfig) -> TrainResult:
     >>> result = kres.training.train(TrainConfig(model="resnet20", data="digits"))
     >>> result.metrics["test_accuracy"]   # 0.99 after the default 30 epochs (seed 0)
     """
-    run = prepare(config)
-    with _global_state(run):
-        model = build(run)
-        return fit(run, model)
+    prepared = prepare(config)
+    with _global_state(prepared):
+        model = build(prepared)
+        return fit(prepared, model)
 
 
-def prepare(config: TrainConfig) -> Run:
+def prepare(config: TrainConfig) -> Prepared:
     """Check the config, join other hosts, choose the distribution, resolve the recipe, make the
     run directory (config.json) and the datasets. Bad options and data fail here, before any
     model is built."""
@@ -129,80 +137,79 @@ def prepare(config: TrainConfig) -> Run:
     process_id, num_processes = init_multi_host(config)
     out = config.run_dir()
     if config.qat:  # fine-tune the run in out; write out-qat
-        config, out = _qat_source(config), out + rundir.QAT_SUFFIX
+        config, out = _qat_source(config), out.qat_run
     if config.resume:
-        config = _saved_config(out, config if config.qat else dataclasses.replace(config, out=out))
+        config = _saved_config(out, config if config.qat
+                               else dataclasses.replace(config, out=out.path))
     _check_run_dir(out, config.resume)
     if keras.backend.backend() == "jax":
         _hide_gpus_from_tensorflow()  # tf.data only; leave the accelerators to JAX
 
     plan = choose(config.distribute, process_id=process_id, num_processes=num_processes)
     meta = kdata.info(config.data, data_dir=config.data_dir)
-    recipe = resolve(dataclasses.replace(config, out=out), plan, meta)
+    recipe = resolve(dataclasses.replace(config, out=out.path), plan, meta)
     print(f"kres: {plan.describe()}")
 
     # Multi-host: each process writes its own directory (process 0 the run directory itself).
-    run_dir = out if plan.chief else os.path.join(out, f"worker-{plan.process_id}")
-    os.makedirs(run_dir, exist_ok=True)
-    checkpoint = cb.Checkpoint(os.path.join(run_dir, rundir.BACKUP))
+    run = out if plan.chief else out.worker(plan.process_id)
+    os.makedirs(run, exist_ok=True)
+    checkpoint = cb.Checkpoint(run.backup)
     initial_epoch = checkpoint.committed_epoch() if config.resume else 0
     if num_processes > 1 and config.resume:
         initial_epoch = _agree_on_epoch(initial_epoch)
     if initial_epoch:
-        print(f"kres: resuming {run_dir} after epoch {initial_epoch}")
+        print(f"kres: resuming {run} after epoch {initial_epoch}")
     datasets = _datasets(recipe, plan, first_batch=initial_epoch * recipe.steps_per_epoch)
-    atomic_write_text(os.path.join(run_dir, rundir.CONFIG), json.dumps(
-        {"config": dataclasses.asdict(config), "resolved": recipe.as_dict()}, indent=2,
-        default=str))
-    return Run(config, recipe, plan, run_dir, checkpoint, initial_epoch, datasets)
+    run.write_config(dataclasses.asdict(config), recipe.as_dict())
+    return Prepared(config, recipe, plan, run, checkpoint, initial_epoch, datasets)
 
 
 @contextlib.contextmanager
-def _global_state(run: Run):
+def _global_state(prepared: Prepared):
     """Keras' global dtype policy and distribution for the run, restored afterwards."""
     previous_policy = keras.config.dtype_policy()
     previous_distribution = keras.distribution.distribution()
-    keras.utils.set_random_seed(run.recipe.seed)
+    keras.utils.set_random_seed(prepared.recipe.seed)
     try:
-        if run.recipe.mixed_precision != "none":
-            keras.config.set_dtype_policy(f"mixed_{run.recipe.mixed_precision}")
-        if run.plan.distribution is not None:
-            keras.distribution.set_distribution(run.plan.distribution)
+        if prepared.recipe.mixed_precision != "none":
+            keras.config.set_dtype_policy(f"mixed_{prepared.recipe.mixed_precision}")
+        if prepared.plan.distribution is not None:
+            keras.distribution.set_distribution(prepared.plan.distribution)
         yield
     finally:
         keras.config.set_dtype_policy(previous_policy)
         keras.distribution.set_distribution(previous_distribution)
 
 
-def build(run: Run) -> keras.Model:
+def build(prepared: Prepared) -> keras.Model:
     """The compiled model, its variables created in the plan's scope, started from the recipe's
     checkpoint (``weights``) with the layers ``freeze`` names fixed; the run's checkpoint
     (weights, optimizer state and schedule position) when resuming."""
-    recipe = run.recipe
+    recipe = prepared.recipe
     overrides = {}
     if recipe.drop_path_rate is not None:
         overrides["drop_path_rate"] = recipe.drop_path_rate
     if recipe.sync_bn:
         overrides["sync_bn"] = True
     weights = recipe.weights
-    if weights is not None and run.initial_epoch:  # the checkpoint's statistics, not its weights
-        weights = None
+    if weights is not None and prepared.initial_epoch:
+        weights = None  # the checkpoint's statistics, not its weights
         mode = kres.weights.preprocessing_mode(recipe.model, recipe.weights)
         if mode is not None:
             overrides["preprocessing"] = mode
-    with run.plan.scope():  # model and optimizer variables belong to the strategy
-        if run.config.qat:
-            model = _qat_model(run)
+    with prepared.plan.scope():  # model and optimizer variables belong to the strategy
+        if prepared.config.qat:
+            model = _qat_model(prepared)
         else:
-            model = kres.build(recipe.model, input_shape=run.input_shape,
+            model = kres.build(recipe.model, input_shape=prepared.input_shape,
                                num_classes=recipe.num_classes, include_preprocessing=True,
                                weights=weights, **overrides)
         # The phase of the last committed epoch: its optimizer is the one in the checkpoint.
-        compile_for(model, run, _phase(recipe, max(run.initial_epoch - 1, 0)))
-        if run.initial_epoch:
-            run.checkpoint.restore(model, run.initial_epoch)
-    if run.initial_epoch:
-        print(f"kres: restored epoch {run.initial_epoch} of {recipe.epochs}")
+        compile_for(model, prepared, _phase(recipe, max(prepared.initial_epoch - 1, 0)))
+        if prepared.initial_epoch:
+            prepared.checkpoint.restore(model, prepared.initial_epoch)
+    if prepared.initial_epoch:
+        print(f"kres: restored epoch {prepared.initial_epoch} of {recipe.epochs}")
     return model
 
 
@@ -211,11 +218,11 @@ def _phase(recipe: Recipe, epoch: int) -> str:
     return "head" if epoch < recipe.head_epochs else "all"
 
 
-def compile_for(model: keras.Model, run: Run, phase: str) -> None:
+def compile_for(model: keras.Model, prepared: Prepared, phase: str) -> None:
     """Freezes what the phase fixes and compiles: "head" trains only the classifier at the
     recipe's rate; "all" trains everything but ``recipe.freeze`` (after head epochs, at
     ``finetune_lr_scale`` x the rate, on a schedule over the remaining epochs)."""
-    recipe = run.recipe
+    recipe = prepared.recipe
     finetune.set_frozen(model, "backbone" if phase == "head" else recipe.freeze)
     if phase == "head":
         optimizer = make_optimizer(model, recipe, recipe.steps_per_epoch,
@@ -238,60 +245,60 @@ def compile_for(model: keras.Model, run: Run, phase: str) -> None:
     model.kres_phase = phase
 
 
-def fit(run: Run, model: keras.Model) -> TrainResult:
+def fit(prepared: Prepared, model: keras.Model) -> TrainResult:
     """Train from the run's initial epoch to its last, then evaluate and write the run's files."""
-    recipe, run_dir = run.recipe, run.run_dir
-    train_ds, val_ds, test_ds = run.datasets
-    history = cb.HistoryCSV(os.path.join(run_dir, rundir.HISTORY), run.initial_epoch)
+    recipe, run = prepared.recipe, prepared.run
+    train_ds, val_ds, test_ds = prepared.datasets
+    history = cb.HistoryCSV(run.history_file, prepared.initial_epoch)
     best_so_far = max((r.get("val_accuracy", float("-inf")) for r in history.rows),
                       default=float("-inf"))
     timer = cb.EpochTimer()
     callbacks = [
         timer,
-        keras.callbacks.TensorBoard(os.path.join(run_dir, rundir.LOGS)),
+        keras.callbacks.TensorBoard(run.logs),
         history,
-        cb.BestModel(os.path.join(run_dir, rundir.BEST), best=best_so_far),
-        run.checkpoint,  # last: the checkpoint commits an epoch after everything else recorded it
+        cb.BestModel(run.best, best=best_so_far),
+        # last: the checkpoint commits an epoch after everything else recorded it
+        prepared.checkpoint,
     ]
     start = time.perf_counter()
     segments = [("head", 0, min(recipe.head_epochs, recipe.epochs)),
                 ("all", recipe.head_epochs, recipe.epochs)]
     for phase, first, last in segments:
-        if last <= max(first, run.initial_epoch):
+        if last <= max(first, prepared.initial_epoch):
             continue
         if getattr(model, "kres_phase", None) != phase:
-            with run.plan.scope():
-                compile_for(model, run, phase)
+            with prepared.plan.scope():
+                compile_for(model, prepared, phase)
         model.fit(train_ds, validation_data=val_ds, epochs=last,
-                  initial_epoch=max(first, run.initial_epoch),
+                  initial_epoch=max(first, prepared.initial_epoch),
                   steps_per_epoch=recipe.steps_per_epoch, callbacks=callbacks,
-                  verbose=progress(run.config.verbose), shuffle=False)
+                  verbose=progress(prepared.config.verbose), shuffle=False)
     train_seconds = time.perf_counter() - start
 
-    atomic_save_model(model, os.path.join(run_dir, rundir.FINAL))
-    metrics = _metrics(model, run, history.rows, timer.seconds, train_seconds)
-    cb.plot_curves(history.rows, os.path.join(run_dir, rundir.CURVES))
+    atomic_save_model(model, run.final)
+    metrics = _metrics(model, prepared, history.rows, timer.seconds, train_seconds)
+    cb.plot_curves(history.rows, run.curves)
     print(f"kres: test accuracy {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['val_accuracy']:.4f}) after {metrics['epochs_completed']} epochs; "
-          f"run saved in {run_dir}")
+          f"run saved in {run}")
     sys.stdout.flush()
-    return TrainResult(model=model, metrics=metrics, history=history.rows, run_dir=run_dir,
-                       config=run.config, recipe=recipe)
+    return TrainResult(model=model, metrics=metrics, history=history.rows, run=run,
+                       config=prepared.config, recipe=recipe)
 
 
-def _metrics(model, run, rows, epoch_seconds, train_seconds) -> dict:
+def _metrics(model, prepared, rows, epoch_seconds, train_seconds) -> dict:
     """metrics.json: accuracy and loss on validation and test, and training throughput."""
-    _, val_ds, test_ds = run.datasets
+    _, val_ds, test_ds = prepared.datasets
     val = model.evaluate(val_ds, verbose=0, return_dict=True)
     test = model.evaluate(test_ds, verbose=0, return_dict=True)
     # Throughput over this session's epochs, leaving out the first (tracing and compilation).
     timed = epoch_seconds[1:] or epoch_seconds
-    images = len(timed) * run.recipe.steps_per_epoch * run.recipe.batch_size
+    images = len(timed) * prepared.recipe.steps_per_epoch * prepared.recipe.batch_size
     throughput = images / sum(timed) if timed and sum(timed) > 0 else None
-    path = os.path.join(run.run_dir, rundir.METRICS)
-    if throughput is None and os.path.exists(path):  # nothing trained: keep the measured one
-        with open(path) as f:
-            throughput = json.load(f).get("images_per_second")
+    previous = prepared.run.metrics if throughput is None else None
+    if previous:  # nothing trained: keep the measured one
+        throughput = previous.get("images_per_second")
     metrics = {
         "val_accuracy": float(val["accuracy"]),
         "val_loss": float(val["loss"]),
@@ -302,18 +309,14 @@ def _metrics(model, run, rows, epoch_seconds, train_seconds) -> dict:
         "images_per_second": throughput,
         "train_seconds_this_session": train_seconds,
     }
-    atomic_write_text(path, json.dumps(metrics, indent=2))
+    prepared.run.write_metrics(metrics)
     return metrics
 
 
-def _check_run_dir(run_dir: str, resume: bool) -> None:
-    # config.json alone is a run that never finished an epoch (e.g. its weights did not fit):
-    # starting it again loses nothing.
-    started = any(os.path.exists(os.path.join(run_dir, f))
-                  for f in (rundir.HISTORY, rundir.FINAL))
-    if started and not resume:
+def _check_run_dir(run: Run, resume: bool) -> None:
+    if run.started and not resume:
         raise ConfigError(
-            f"{run_dir!r} already holds a run; pass resume=True (--resume) to continue it, "
+            f"{run.path!r} already holds a run; pass resume=True (--resume) to continue it, "
             "or choose another out directory."
         )
 
@@ -321,32 +324,30 @@ def _check_run_dir(run_dir: str, resume: bool) -> None:
 def _qat_source(config: TrainConfig) -> TrainConfig:
     """``config`` with the model, data and image size of the trained run it fine-tunes."""
     source = config.run_dir()
-    saved = rundir.read_config(source)
-    if not rundir.is_run(source) or saved is None:
-        raise ConfigError(f"qat=True fine-tunes the trained run in {source!r}, but there is no "
-                          f"{rundir.BEST} there; train it first (or give its directory as out)")
-    used = saved["resolved"]
+    used = source.resolved if Run.is_run(source) else None
+    if used is None:
+        raise ConfigError(f"qat=True fine-tunes the trained run in {source.path!r}, but there is "
+                          f"no {BEST} there; train it first (or give its directory as out)")
     return dataclasses.replace(config, model=used["model"], data=used["data"],
                                data_dir=used["data_dir"], image_size=used["image_size"])
 
 
-def _qat_model(run: Run) -> keras.Model:
+def _qat_model(prepared: Prepared) -> keras.Model:
     """The QAT twin of the trained run's best.keras, activation ranges observed on training
     images."""
     from kres import quantize
 
-    recipe = run.recipe
+    recipe = prepared.recipe
     images, _ = kdata.arrays(recipe.data, "train", image_size=recipe.image_size,
                              limit=QAT_OBSERVE_IMAGES, data_dir=recipe.data_dir)
-    return quantize.qat(run.config.run_dir(), images)
+    return quantize.qat(prepared.config.run_dir(), images)
 
 
-def _saved_config(run_dir: str, config: TrainConfig) -> TrainConfig:
+def _saved_config(run: Run, config: TrainConfig) -> TrainConfig:
     """On resume, the run continues with the config it was started with."""
-    saved = rundir.read_config(run_dir)
-    if saved is None:
+    if run.config is None:
         return config  # killed before anything was saved: this is a fresh start
-    saved = TrainConfig(**saved["config"])
+    saved = TrainConfig(**run.config)
     # How to reach the other hosts and how to print may change between attempts; the recipe not.
     keep = {name: getattr(config, name) for name in
             ("out", "verbose", "coordinator_address", "num_processes", "process_id", "multi_host")}
@@ -357,7 +358,7 @@ def _saved_config(run_dir: str, config: TrainConfig) -> TrainConfig:
                and getattr(config, f.name) != getattr(defaults, f.name)
                and getattr(config, f.name) != getattr(saved, f.name)]
     if ignored:
-        print(f"kres: resuming {run_dir} with its saved config; ignoring {', '.join(ignored)}")
+        print(f"kres: resuming {run} with its saved config; ignoring {', '.join(ignored)}")
     return dataclasses.replace(saved, **keep)
 
 

@@ -1,0 +1,62 @@
+"""Quantise and export a kres model, verified: a thin command line over kres.export.export.
+
+    kres export runs/digits-resnet20 --out exports/digits-resnet20
+    kres export runs/digits-resnet20 --formats tflite --quantize int8 --io uint8
+    kres export resnet50 --formats onnx --out exports/resnet50   # a freshly built model
+
+Every artifact is loaded back in its runtime and compared with Keras before anything is written;
+int8 settings are tried until one agrees with Keras; the manifest table is printed at the end.
+Exit status 1 (naming the artifact) when one fails. Every option is a field of
+kres.export.ExportConfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+PROG = "kres export"
+
+
+def parser(prog=PROG):
+    """The command's options: the model, --out and every ExportConfig field."""
+    from kres.cli.options import add_options
+    from kres.export import ExportConfig
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a training run directory, a .keras file, or a model name")
+    p.add_argument("--out", help="export directory (default exports/<run or model name>)")
+    add_options(p, ExportConfig)
+    return p
+
+
+def main(argv=None, prog=PROG) -> int:
+    from kres import native
+
+    native.import_tensorflow()
+    args = parser(prog).parse_args(argv)
+    import kres.export
+    from kres.files import interrupt_on
+
+    # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
+    interrupt_on()
+    from kres.cli.options import config_from
+
+    out = args.out or kres.export.default_out(args.model)
+    try:
+        manifest = kres.export.export(args.model, out,
+                                      config_from(kres.export.ExportConfig, args))
+    except kres.KresError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; {out} is as it was", file=sys.stderr)
+        return 130
+    print(manifest.table())
+    print(f"manifest: {os.path.join(out, 'manifest.json')}")
+    for artifact in manifest.artifacts:
+        if (artifact["format"], artifact["quantization"]) == ("tflite", "int8"):
+            print(f"int8 TFLite: {os.path.join(out, artifact['path'])}")
+    return 0
