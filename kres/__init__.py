@@ -10,12 +10,13 @@ from kres.analysis import model_info
 from kres.models import KresError, ResNetSpec, build, list_models, preprocessing
 from kres.weights import list_pretrained, pretrained_info
 
-_SUBMODULES = ("analysis", "bench", "data", "export", "models", "training", "weights")
+_SUBMODULES = ("analysis", "bench", "data", "export", "models", "predict", "training", "weights")
 
 
 def __getattr__(name):
-    """``kres.data``, ``kres.training`` and ``kres.export`` load on first use, so that
-    ``import kres`` stays quick for people who only build models."""
+    """``kres.data``, ``kres.training``, ``kres.export`` and ``kres.predict`` (callable:
+    ``kres.predict(source, images)``) load on first use, so that ``import kres`` stays quick
+    for people who only build models."""
     import importlib
 
     if name in _SUBMODULES:
@@ -25,4 +26,4 @@ def __getattr__(name):
 
 __all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
            "pretrained_info", "KresError", "ResNetSpec", "data", "training",
-           "export", "__version__"]
+           "export", "predict", "__version__"]

@@ -7,8 +7,8 @@
     python tools/benchmark.py --profile-training             # op-by-op time of resnet20 training
 
 Prints the machine (CPU, load average at start and end, float32 GEMM rate), then inference,
-deployment and training tables; every figure is the median of alternated runs. A thin command
-line over kres.bench.run.
+deployment, pictures and training tables; every figure is the median of alternated runs. A thin
+command line over kres.bench.run.
 """
 
 import argparse

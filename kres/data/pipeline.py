@@ -155,7 +155,7 @@ def load(
     else:
         if crop_fraction is not None and not 0 < crop_fraction <= 1:
             raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
-        ds = ds.map(lambda x, y: (_evaluation_view(x, size, crop_fraction, interpolation), y),
+        ds = ds.map(lambda x, y: (evaluation_view(x, size, crop_fraction, interpolation), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     drop = training if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
@@ -240,24 +240,29 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
     return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
 
 
-def _evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
-                     interpolation: str = "bilinear") -> tf.Tensor:
+def evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
+                    interpolation: str = "bilinear") -> tf.Tensor:
+    """The pixels a model is evaluated on: one image (H, W, C) or a batch of same-sized images
+    (N, H, W, C), raw 0-255 values, made ``size`` x ``size`` float32 as `load` does when not
+    training. Up to 64 px without ``crop_fraction``: a plain bilinear resize (CIFAR-sized data);
+    otherwise the shorter side resized to ``size / crop_fraction`` (default 0.875 above 64 px)
+    with ``interpolation``, antialiased, and the central square kept."""
     image = tf.cast(image, tf.float32)
     if crop_fraction is None and size > SMALL_IMAGE_MAX:
         crop_fraction = CROP_FRACTION
     if crop_fraction is None:
-        if image.shape[0] != size or image.shape[1] != size:
+        if image.shape[-3] != size or image.shape[-2] != size:
             image = _resize(image, size, size)
     else:
         # Resize the shorter side to size / crop_fraction, then take the central square.
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        shape = tf.cast(tf.shape(image)[-3:-1], tf.float32)
         scale = (size / crop_fraction) / tf.reduce_min(shape)
         hw = tf.cast(tf.round(shape * scale), tf.int32)
         image = tf.image.resize(image, hw, method=interpolation, antialias=True)
         top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
-        image = image[top : top + size, left : left + size]
+        image = image[..., top : top + size, left : left + size, :]
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return tf.ensure_shape(image, (size, size, image.shape[-1]))
+    return tf.ensure_shape(image, (*image.shape[:-3], size, size, image.shape[-1]))
 
 
 def _augment(image, label, *, seed, size: int, flip: bool):
