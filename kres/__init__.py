@@ -20,8 +20,8 @@ from kres.errors import KresError
 _NAMES = {"build": "kres.models", "list_models": "kres.models", "preprocessing": "kres.models",
           "ResNetSpec": "kres.models", "model_info": "kres.analysis",
           "list_pretrained": "kres.weights", "pretrained_info": "kres.weights"}
-_SUBMODULES = ("analysis", "bench", "cli", "data", "export", "models", "quantize", "rundir",
-               "training", "weights")
+_SUBMODULES = ("analysis", "bench", "cli", "data", "export", "models", "predict", "quantize",
+               "rundir", "training", "weights")
 
 
 def __getattr__(name):
@@ -44,4 +44,4 @@ _imports.on_first_import("keras", _registering_kres_layers)
 
 __all__ = ["build", "list_models", "model_info", "preprocessing", "list_pretrained",
            "pretrained_info", "KresError", "ResNetSpec", "data", "training",
-           "export", "__version__"]
+           "export", "predict", "__version__"]

@@ -16,6 +16,8 @@ FIGURES = {
     "inference": ("images_per_second", "first_call_seconds", "gmacs", "gemm_fraction", "ratio",
                   "cores_busy"),
     "deploy": ("median_ms", "p90_ms", "bytes", "speedup_vs_fp32", "size_vs_fp32"),
+    "predict": ("images_per_second", "runtime_images_per_second", "vs_runtime",
+                "decode_images_per_second", "cores_busy"),
     "training": ("images_per_second", "first_seconds", "vs_plain_fit", "cores_busy"),
 }
 
@@ -47,6 +49,8 @@ def test_smoke_suite_measures_every_table_with_usable_figures(smoke):
         ("keras_resnet50", "function"), ("keras.applications.ResNet50", "function")]
     assert [(r["format"], r["quantization"]) for r in result["deploy"]] == [
         ("tflite", "fp32"), ("tflite", "int8")]
+    assert [(r["model"], r["file"], r["images"]) for r in result["predict"]] == [
+        ("resnet20", "tflite int8", 6), ("resnet20", "onnx fp32", 6), ("resnet20", "keras", 6)]
     # Training: both paths in float32, and in mixed bfloat16 too where the CPU has bfloat16
     # instructions (the flags the benchmark itself reads).
     from kres.bench.training import precisions
@@ -63,12 +67,14 @@ def test_smoke_suite_measures_every_table_with_usable_figures(smoke):
     # Where the suite's time went: one entry per step, in the order they ran.
     assert list(result["seconds"]) == ["machine", "inference, tensorflow backend",
                                        "deployment (TFLite, ONNX)",
+                                       "pictures (kres.predict over JPEG files)",
                                        "training, tensorflow backend"]
     assert all(positive(s) for s in result["seconds"].values())
     deploy = {r["quantization"]: r for r in result["deploy"]}
     assert deploy["fp32"]["speedup_vs_fp32"] == 1.0 and deploy["fp32"]["size_vs_fp32"] == 1.0
     assert deploy["int8"]["size_vs_fp32"] < 0.5  # int8 weights: a quarter of the bytes, roughly
-    for heading in ("## Machine", "## Inference (Keras)", "## Deployment", "## Training",
+    for heading in ("## Machine", "## Inference (Keras)", "## Deployment",
+                    "## Pictures (kres.predict)", "## Training",
                     "load average at end"):
         assert heading in stdout
 

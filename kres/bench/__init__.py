@@ -3,9 +3,10 @@
 >>> result = kres.bench.run("quick", json_path="bench.json")
 >>> print(kres.bench.report.tables(result))
 
-Four tables: the machine (CPU, load, float32 GEMM rate), inference in Keras (kres vs
+Five tables: the machine (CPU, load, float32 GEMM rate), inference in Keras (kres vs
 keras.applications, predict vs a compiled function, XLA or not, TensorFlow and JAX), deployment
-(TFLite and ONNX latency and size per quantisation) and training (``kres.training.train`` vs a
+(TFLite and ONNX latency and size per quantisation), pictures (``kres.predict`` over a folder of
+JPEG files vs the runtime alone on decoded pixels) and training (``kres.training.train`` vs a
 plain ``model.fit``, backends, XLA, precision; the main job's wall time). Every figure is the
 median of alternated runs; first compilations are reported apart. Backends are measured in
 child processes (Keras fixes its backend at import). ``kres benchmark`` is the command line.
@@ -21,7 +22,7 @@ import time
 from kres.bench import machine, report
 from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backend, loadavg
 
-TABLES = ("machine", "inference", "deploy", "training")
+TABLES = ("machine", "inference", "deploy", "predict", "training")
 
 __all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_training",
            "report", "run"]
@@ -62,6 +63,11 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
                 size=suite.deploy_size, formats=suite.deploy_formats,
                 repeats=suite.deploy_repeats, rounds=suite.rounds,
                 calibration_samples=suite.calibration_samples)
+    if "predict" in tables:
+        with step("pictures (kres.predict over JPEG files)"):
+            result["predict"] = in_backend(
+                "tensorflow", "pictures.measure", rows=suite.predict_rows,
+                batch=suite.predict_batch, rounds=suite.predict_rounds)
     if "training" in tables:
         result["training"] = _per_backend(
             backends, "training.measure", step, rows=suite.training_rows,

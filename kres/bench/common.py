@@ -50,6 +50,10 @@ class Suite:
     training_steps: int
     training_xla: tuple
     main_job_epochs: int | None
+    # Pictures: (model, input side, (JPEG width, height), JPEG files) rows, batch, rounds.
+    predict_rows: tuple
+    predict_batch: int
+    predict_rounds: int
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,7 +71,9 @@ SUITES = {
         deploy_models=("resnet50", "resnet18"), deploy_size=224, deploy_formats=ALL_QUANTIZATIONS,
         deploy_repeats=20, calibration_samples=32,
         training_rows=(("resnet20", 32, 128), ("resnet50", 224, 8)), training_steps=10,
-        training_xla=(False, True), main_job_epochs=None),
+        training_xla=(False, True), main_job_epochs=None,
+        predict_rows=(("resnet20", 32, (64, 64), 1000), ("resnet50", 224, (500, 375), 1000)),
+        predict_batch=32, predict_rounds=3),
     # A few minutes on two cores: the same tables with fewer rows and runs, on TensorFlow (the
     # JAX steps took 338 of a 624 s run on a 2-core AVX2 host; --backends adds them back).
     "quick": Suite(
@@ -78,7 +84,8 @@ SUITES = {
         deploy_models=("resnet18",), deploy_size=224, deploy_formats=ALL_QUANTIZATIONS,
         deploy_repeats=10, calibration_samples=8,
         training_rows=(("resnet20", 32, 128),), training_steps=9, training_xla=(False,),
-        main_job_epochs=0),
+        main_job_epochs=0,
+        predict_rows=(("resnet20", 32, (64, 64), 300),), predict_batch=32, predict_rounds=3),
     # Seconds: every table at toy sizes, for the test suite (figures mean nothing).
     "smoke": Suite(
         name="smoke", rounds=1, min_seconds=0.0, gemm_size=256, gemm_repeats=2,
@@ -88,7 +95,8 @@ SUITES = {
         deploy_models=("resnet18",), deploy_size=32, deploy_formats={"tflite": ("fp32", "int8")},
         deploy_repeats=2, calibration_samples=4,
         training_rows=(("resnet20", 32, 16),), training_steps=2, training_xla=(False,),
-        main_job_epochs=0),
+        main_job_epochs=0,
+        predict_rows=(("resnet20", 32, (64, 64), 6),), predict_batch=4, predict_rounds=1),
 }
 
 

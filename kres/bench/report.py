@@ -52,6 +52,17 @@ def deploy(result) -> str:
                    "size", "size vs fp32", "threads", "runs x images"), rows)
 
 
+def pictures(result) -> str:
+    rows = [(r["model"], f"{r['input_size']}px", f"{r['images']} x {r['jpeg_size'][0]}x"
+             f"{r['jpeg_size'][1]}", r["file"], r["batch"], _f(r["images_per_second"]),
+             _f(r["runtime_images_per_second"]), _f(r["vs_runtime"], "{:.0%}"),
+             _f(r["decode_images_per_second"]), _f(r["cores_busy"], "{:.2f}"), r["runs"])
+            for r in result["predict"]]
+    return _table(("model", "input", "JPEG files", "file", "batch", "kres.predict images/s",
+                   "runtime alone images/s", "of runtime alone", "decoding alone images/s",
+                   "cores busy", "runs"), rows)
+
+
 def training(result) -> str:
     rows = [(r["model"], f"{r['image_size']}px b{r['batch']}", r["backend"], r["path"],
              "on" if r["xla"] else "off", r["precision"], _f(r["images_per_second"]),
@@ -84,6 +95,10 @@ def targets(result) -> str:
         rows.append(("ResNet-50 batch 32 inference, of the GEMM rate", ">= 80%",
                      f"{best['gemm_fraction']:.0%} ({best['model']}, {best['backend']}, "
                      f"{best['call']}, XLA {'on' if best['xla'] else 'off'})"))
+    for r in result.get("predict", []):
+        if r["model"] == "resnet20":
+            rows.append((f"kres.predict over JPEGs, {r['model']} {r['file']}, of the runtime "
+                         "alone", ">= 70%", f"{r['vs_runtime']:.0%}"))
     for r in result.get("deploy", []):
         if r["quantization"] == "int8":
             rows.append((f"{r['model']} {r['format']} int8 vs fp32 latency", "faster",
@@ -114,6 +129,7 @@ def tables(result) -> str:
     parts = [("Machine", machine)]
     parts += [(title, f) for key, title, f in (
         ("inference", "Inference (Keras)", inference), ("deploy", "Deployment", deploy),
-        ("training", "Training", training)) if key in result]
+        ("predict", "Pictures (kres.predict)", pictures), ("training", "Training", training))
+        if key in result]
     parts.append(("Targets", targets))
     return "\n\n".join(f"## {title}\n\n{f(result)}" for title, f in parts)

@@ -12,7 +12,8 @@ Every pipeline yields RAW pixels (float32 NHWC in [0, 255]) and int32 labels; mo
 >>> ds = kres.data.load("digits", "train", batch_size=128, training=True)
 """
 
-from kres.data.pipeline import arrays, info, load, mix
+from kres.data.pipeline import arrays, evaluation_view, info, load, mix
 from kres.data.sources import SPLITS, DataError, DataNotFoundError, DatasetInfo
 
-__all__ = ["DataError", "DataNotFoundError", "DatasetInfo", "SPLITS", "arrays", "info", "load", "mix"]
+__all__ = ["DataError", "DataNotFoundError", "DatasetInfo", "SPLITS", "arrays", "evaluation_view",
+           "info", "load", "mix"]

@@ -138,6 +138,52 @@ def _check_arguments(split, batch_size, image_size):
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
         raise DataError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
+<<<<<<< HEAD
+=======
+    source = open_source(name, data_dir)
+    meta = source.info
+    size = image_size or meta.image_shape[0]
+    flip = meta.flip if flip is None else flip
+    augment = _augmenter(size, flip, randaugment, randaugment_factor, seed)
+
+    if training and start_epoch is not None and hasattr(source, "table"):
+        columns, decode = source.table(split, limit=limit, seed=seed)
+        if shard is not None:
+            columns = tuple(c[shard[1] :: shard[0]] for c in columns)
+        return _epoch_stream(columns, decode, batch_size, seed, start_epoch, augment)
+
+    ds = source.examples(split, limit=limit, seed=seed)
+    if shard is not None:
+        ds = ds.shard(*shard)
+    num = limit or meta.splits.get(split)
+    if num is not None and num * _bytes_per_image(meta) <= CACHE_MAX_BYTES:
+        ds = ds.cache()
+    buffer = min(num or 10_000, 10_000)
+    if training and start_epoch is not None:
+        # A streamed (tfds) split has no random access: an endless stream whose order is seeded
+        # but, after a resume, restarts rather than continuing exactly.
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate().map(
+            lambda i, ex: augment(*ex, seed=tf.stack([i, tf.cast(seed, tf.int64)])),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    if training:
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        # One fresh random integer per example and epoch: the per-element stateless seed.
+        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, randoms))
+        ds = ds.map(
+            lambda example, r: augment(*example, seed=tf.stack([r, tf.cast(seed, tf.int64)])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        if crop_fraction is not None and not 0 < crop_fraction <= 1:
+            raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
+        ds = ds.map(lambda x, y: (evaluation_view(x, size, crop_fraction, interpolation), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    drop = training if drop_remainder is None else drop_remainder
+    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
+>>>>>>> 843ebab
 
 
 def _table_epochs(columns, decode, batch_size, seed, start_epoch, augment):
@@ -262,24 +308,29 @@ def _resize(image: tf.Tensor, height, width) -> tf.Tensor:
     return tf.image.resize(image, tf.stack([height, width]), method="bilinear")
 
 
-def _evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
-                     interpolation: str = "bilinear") -> tf.Tensor:
+def evaluation_view(image: tf.Tensor, size: int, crop_fraction: float | None = None,
+                    interpolation: str = "bilinear") -> tf.Tensor:
+    """The pixels a model is evaluated on: one image (H, W, C) or a batch of same-sized images
+    (N, H, W, C), raw 0-255 values, made ``size`` x ``size`` float32 as `load` does when not
+    training. Up to 64 px without ``crop_fraction``: a plain bilinear resize (CIFAR-sized data);
+    otherwise the shorter side resized to ``size / crop_fraction`` (default 0.875 above 64 px)
+    with ``interpolation``, antialiased, and the central square kept."""
     image = tf.cast(image, tf.float32)
     if crop_fraction is None and size > SMALL_IMAGE_MAX:
         crop_fraction = CROP_FRACTION
     if crop_fraction is None:
-        if image.shape[0] != size or image.shape[1] != size:
+        if image.shape[-3] != size or image.shape[-2] != size:
             image = _resize(image, size, size)
     else:
         # Resize the shorter side to size / crop_fraction, then take the central square.
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        shape = tf.cast(tf.shape(image)[-3:-1], tf.float32)
         scale = (size / crop_fraction) / tf.reduce_min(shape)
         hw = tf.cast(tf.round(shape * scale), tf.int32)
         image = tf.image.resize(image, hw, method=interpolation, antialias=True)
         top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
-        image = image[top : top + size, left : left + size]
+        image = image[..., top : top + size, left : left + size, :]
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return tf.ensure_shape(image, (size, size, image.shape[-1]))
+    return tf.ensure_shape(image, (*image.shape[:-3], size, size, image.shape[-1]))
 
 
 def _augment(image, label, *, seed, size: int, flip: bool):
