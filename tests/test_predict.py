@@ -27,7 +27,7 @@ import kres.predict
 from helpers.digit_folders import write_digit_folder
 from kres.data.imagenet import imagenet1k_classes
 from kres.pixels import MODES
-from test_export import digits_run, env, main_job, manifest, shared  # noqa: F401 (fixtures)
+from conftest import subprocess_env as env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = ("astronaut.png", "camera.png", "coffee.png", "rocket.jpg")

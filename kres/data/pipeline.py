@@ -138,52 +138,6 @@ def _check_arguments(split, batch_size, image_size):
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 8):
         raise DataError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}")
-<<<<<<< HEAD
-=======
-    source = open_source(name, data_dir)
-    meta = source.info
-    size = image_size or meta.image_shape[0]
-    flip = meta.flip if flip is None else flip
-    augment = _augmenter(size, flip, randaugment, randaugment_factor, seed)
-
-    if training and start_epoch is not None and hasattr(source, "table"):
-        columns, decode = source.table(split, limit=limit, seed=seed)
-        if shard is not None:
-            columns = tuple(c[shard[1] :: shard[0]] for c in columns)
-        return _epoch_stream(columns, decode, batch_size, seed, start_epoch, augment)
-
-    ds = source.examples(split, limit=limit, seed=seed)
-    if shard is not None:
-        ds = ds.shard(*shard)
-    num = limit or meta.splits.get(split)
-    if num is not None and num * _bytes_per_image(meta) <= CACHE_MAX_BYTES:
-        ds = ds.cache()
-    buffer = min(num or 10_000, 10_000)
-    if training and start_epoch is not None:
-        # A streamed (tfds) split has no random access: an endless stream whose order is seeded
-        # but, after a resume, restarts rather than continuing exactly.
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.enumerate().map(
-            lambda i, ex: augment(*ex, seed=tf.stack([i, tf.cast(seed, tf.int64)])),
-            num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    if training:
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        # One fresh random integer per example and epoch: the per-element stateless seed.
-        randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip((ds, randoms))
-        ds = ds.map(
-            lambda example, r: augment(*example, seed=tf.stack([r, tf.cast(seed, tf.int64)])),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    else:
-        if crop_fraction is not None and not 0 < crop_fraction <= 1:
-            raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
-        ds = ds.map(lambda x, y: (evaluation_view(x, size, crop_fraction, interpolation), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    drop = training if drop_remainder is None else drop_remainder
-    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
->>>>>>> 843ebab
 
 
 def _table_epochs(columns, decode, batch_size, seed, start_epoch, augment):
@@ -247,7 +201,7 @@ def _evaluation_pass(ds, size, crop_fraction, interpolation):
     """Each image resized (and centre-cropped) for evaluation."""
     if crop_fraction is not None and not 0 < crop_fraction <= 1:
         raise DataError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}")
-    return ds.map(lambda x, y: (_evaluation_view(x, size, crop_fraction, interpolation), y),
+    return ds.map(lambda x, y: (evaluation_view(x, size, crop_fraction, interpolation), y),
                   num_parallel_calls=tf.data.AUTOTUNE)
 
 
