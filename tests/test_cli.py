@@ -85,6 +85,40 @@ def test_kres_export_help_lists_every_export_option(installed):
         assert f"  {flag}" in done.stdout, flag
 
 
+def test_installed_kres_predict_runs_outside_the_checkout(installed):
+    """`kres predict` from the wheel, in a directory that holds no checkout: a small resnet saved
+    as .keras names the classes of a real photograph, with the probabilities this process's
+    kres.predict gives for the same file."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    import kres
+    import kres.predict
+
+    folder = installed.cwd / "predict"
+    folder.mkdir(exist_ok=True)
+    model = kres.build("resnet20", input_shape=(40, 40, 3), num_classes=4, depths=(1, 1, 1))
+    for layer in model.layers:  # random BatchNorm statistics, so that pictures differ
+        if layer.__class__.__name__ == "BatchNormalization":
+            layer.moving_mean.assign(np.linspace(-1, 1, layer.moving_mean.shape[0]))
+    model.save(folder / "small.keras")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.jpg")
+    done = installed("predict", "predict/small.keras", "predict/chelsea.jpg", "--top-k", "2",
+                     "--json", "predict/out.json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1].startswith("kres predict: 1 image in ")
+    got = json.loads((folder / "out.json").read_text())["predictions"]
+    want = kres.predict(str(folder / "small.keras"), [str(folder / "chelsea.jpg")], top_k=2)
+    (top,) = [p["top_k"] for p in got]
+    assert [t["index"] for t in top] == [int(i) for i in want[0].indices]
+    assert [t["name"] for t in top] == list(want[0].names)
+    np.testing.assert_allclose([t["probability"] for t in top], want[0].probabilities,
+                               atol=1e-5)
+
+
 def test_an_unknown_command_names_the_closest(capsys):
     assert kres.cli.main(["expotr"]) == 2
     assert "kres: unknown command 'expotr'; closest: export." in capsys.readouterr().err

@@ -46,7 +46,7 @@ def main(capsys, *args):
     ``subprocess.run`` would give."""
     from kres.cli.predict import main as command
 
-    code = command([str(a) for a in args])
+    code = command([str(a) for a in args], prog="tools/predict.py")
     out = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out.out, out.err)
 
@@ -406,7 +406,7 @@ def test_cli_lists_each_bad_file_in_one_line_and_exits_1(small_model, photos, ba
         f"tools/predict.py: error: {bad_files / 'notes.png'}: not an image (expected a JPEG, "
         "PNG, BMP or GIF file)"]
     assert any(line.startswith(photos["coffee.png"]) for line in done.stdout.splitlines())
-    assert done.stdout.splitlines()[-1].startswith("tools/predict.py: 1 images in ")
+    assert done.stdout.splitlines()[-1].startswith("tools/predict.py: 1 image in ")
     assert done.stdout.splitlines()[-1].endswith("; 2 failed")
 
 

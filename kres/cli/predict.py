@@ -21,7 +21,7 @@ import os
 import sys
 import time
 
-PROG = "tools/predict.py"
+PROG = "kres predict"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -86,7 +86,8 @@ class Predictions(_Written):
         """One line: how many pictures, how fast, how many failed."""
         rate = f" ({len(self.items) / self.seconds:.1f} images/s)" if self.seconds else ""
         failed = f"; {len(self.failed)} failed" if self.failed else ""
-        return f"{len(self.items)} images in {self.seconds:.2f} s{rate}{failed}"
+        count = f"{len(self.items)} image{'' if len(self.items) == 1 else 's'}"
+        return f"{count} in {self.seconds:.2f} s{rate}{failed}"
 
     def table(self, k=None) -> str:
         """The pictures and their top-k (``k`` of them, default all kept) as a text table,
