@@ -234,7 +234,7 @@ def test_compare_lists_every_disagreement_with_each_answer(small_model, photos, 
     differ = [i for i, (a, b) in enumerate(zip(tflite, keras_file)) if a.indices[0] !=
               b.indices[0]]
     assert differ == [i for i, p in enumerate(tflite) if p.indices[0] in swap] and 0 in differ
-    assert comparison.agreement[2] == 1 - len(differ) / len(pictures)
+    assert comparison.agreement[2] == (len(pictures) - len(differ)) / len(pictures)
     assert comparison.disagreements == [
         (pictures[i], [(p[i].names[0], p[i].probabilities[0]) for p in (tflite, onnx,
                                                                         keras_file)])
