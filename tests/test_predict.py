@@ -10,6 +10,7 @@ one small untrained model saved as .keras, .tflite and .onnx.
 import csv
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -148,7 +149,10 @@ def test_cli_compare_reports_agreement_with_best_keras(main_job, digits_run, man
     for path in (int8, onnx):
         agreement = entries[os.path.basename(path)]["top1_agreement"]
         row = next(line for line in done.stdout.splitlines() if line.startswith(path))
-        assert f"{agreement:.2%} ({round(agreement * 269)} of 269)" in row, done.stdout
+        # The PNG files hold the test images rounded to integers; rounding may change the answer
+        # of Keras or the int8 file on an image near a decision boundary (0 or 1 of 269 seen).
+        agree = int(re.search(r"\((\d+) of 269\)", row).group(1))
+        assert abs(agree - round(agreement * 269)) <= 2, done.stdout
     if all(entries[os.path.basename(p)]["top1_agreement"] == 1.0 for p in (int8, onnx)):
         assert "every source gives the first one's top-1 on every image" in done.stdout
 
