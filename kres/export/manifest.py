@@ -3,11 +3,13 @@
 Per artifact: file, format, quantisation, bytes and SHA-256; its input and output tensors; how it
 compared with the Keras model (max |difference|, top-1 agreement, accuracy); for int8 files the
 settings tried and the worst layers; for TFLite files the embedded metadata; and its latency
-with the CPU, runtime, delegate and threads it was measured with.
+with the CPU, runtime, delegate and threads it was measured with; for TFLite and ONNX files the
+deployment report (:mod:`kres.export.deployment`: what runs on which accelerator, what it costs).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
@@ -78,6 +80,68 @@ class Manifest:
             f"{' '.join(machine['flags']) or 'no SIMD extensions listed'}): this host's CPU, "
             "not a phone's; vs fp32 = speed-up over the fp32 file of the same format")
         return "\n".join(lines)
+
+
+    def deployment_table(self):
+        """What runs where, per file (:mod:`kres.export.deployment`): op count, the ops the CPU
+        delegate took (XNNPACK for TFLite, the execution provider for ONNX), the GPU delegate's
+        verdict, integer-only for NPU/DSP delegates, what the Edge TPU would leave on the CPU,
+        parameters, multiply-accumulates per image, size and the measured activation arena."""
+        reports = [(a["path"], a["deployment"]) for a in self.artifacts if a.get("deployment")]
+        return deployment_table(reports)
+
+
+def deployment_table(reports):
+    """The text table of (name, deployment report) pairs; also ``kres export --check``'s."""
+    rows = [("file", "ops", "CPU delegate / EP", "left on CPU", "GPU delegate", "integer-only",
+             "static shape", "Edge TPU leaves", "params", "MACs", "size", "arena")]
+    for name, r in reports:
+        rows.append((name, str(sum(r["ops"].values())), *_placement(r), *_accelerators(r),
+                     f"{r['cost']['parameters']:,}", _fmt(r["cost"].get("macs"), "{:,}"),
+                     _human(r["cost"]["bytes"]),
+                     "-" if r["cost"]["arena_bytes"] is None else _human(r["cost"]["arena_bytes"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 8 else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += [
+        "GPU delegate: the rules of TensorFlow's gpu_compatibility.cc, op by op; integer-only: "
+        "int8/uint8 from the input QUANTIZE to the output DEQUANTIZE (NNAPI, Edge TPU, Qualcomm "
+        "delegates), 'int I/O' when input and output are integer too; static shape: the input's "
+        "shape_signature has no -1",
+        "Edge TPU: ops its compiler's supported-operations table leaves on the CPU; MACs: "
+        "multiply-accumulates per image; arena: activation memory the interpreter allocated "
+        "(measured, TFLite); ONNX: nodes of onnxruntime's optimised graph on the provider, "
+        "quantised share of compute nodes in 'integer-only'"]
+    return "\n".join(lines)
+
+
+def _placement(r):
+    if r["format"] == "onnx":
+        p = r["providers"]
+        providers = ", ".join(f"{n}/{p['nodes']} {k.replace('ExecutionProvider', ' EP')}"
+                              for k, n in p["by_provider"].items())
+        return providers or "-", "none" if p["all_on_requested"] else "some"
+    x = r["xnnpack"]
+    left = ", ".join(f"{k} x{v}" for k, v in (x["on_cpu"] or {}).items()) or "none"
+    return f"XNNPACK {x['delegated']}/{x['ops']} ops, {x['partitions']} partition(s)", left
+
+
+def _accelerators(r):
+    if r["format"] == "onnx":
+        q = r["quantized_nodes"]
+        return "-", f"{q['quantized']}/{q['compute']} nodes quantised", "-", "-"
+    gpu, integer, tpu = r["gpu"], r["integer_only"], r["edge_tpu"]
+    verdict = "compatible" if gpu["compatible"] else "NO: " + ", ".join(
+        sorted({p["op"] for p in gpu["incompatible"]}))
+    if integer["integer_only"]:
+        only = "yes" + (", int I/O" if integer["integer_io"] else ", float I/O")
+    else:
+        only = f"no ({sum(integer['float_ops'].values())} float ops)"
+    shape = "yes" if integer["static_input_shape"] else \
+        "no: " + " ".join(str(s) for s in integer["input_signature"])
+    flagged = collections.Counter(p["op"] for p in tpu["flagged"])
+    return verdict, only, shape, ", ".join(f"{k} x{v}" for k, v in flagged.items()) or "none"
 
 
 def _human(n):

@@ -2,8 +2,8 @@
 manifest.json into place. Each step is a function here, reading the export under way (a `Job`:
 the model, its `ExportConfig`, the held-out images and the Keras outputs on them); converting
 is one module a format (`savedmodel`, `tflite`, `onnx`; a QAT model's int8 files `qat`), the
-int8 search `precision`, TFLite metadata `metadata`, running a file `runners`, the record
-`manifest`.
+int8 search `precision`, TFLite metadata `metadata`, running a file `runners`, what runs where
+`deployment`, the record `manifest` and the model card beside it `card`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import kres
 from kres import data as kdata
 from kres.errors import ExportError
-from kres.export import onnx, precision, savedmodel, tflite
+from kres.export import card, deployment, onnx, precision, savedmodel, tflite
 from kres.export import metadata as tflite_metadata
 from kres.export import qat as qat_convert
 from kres.export.config import APPLIES, ExportConfig
@@ -125,8 +125,9 @@ def export(model, out, config=None, **options):
                               "\n".join(held_out.labels) + "\n")
         keras_entry = {"latency": reference.latency(held_out.images[:1], config.latency_repeats),
                        **_compare(expected, expected, held_out.truth)}
-        atomic_write_text(os.path.join(staging, MANIFEST),
-                          json.dumps(_manifest(job, keras_entry, artifacts), indent=2))
+        record = {**_manifest(job, keras_entry, artifacts), "card": card.CARD}
+        atomic_write_text(os.path.join(staging, MANIFEST), json.dumps(record, indent=2))
+        card.write(Manifest(os.path.join(staging, MANIFEST), record))
     return Manifest.read(out)
 
 
@@ -275,6 +276,8 @@ def produce(job, fmt, quantization, staging):
             entry["io"] = config.io
     if fmt == "onnx":
         entry["opset"] = config.opset
+    if fmt in ("tflite", "onnx"):
+        entry["deployment"] = deployment.report(path)
     return entry
 
 
@@ -395,7 +398,7 @@ def _manifest(job, keras_entry, artifacts):
     return {
         "kres": kres.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {**job.source, "name": model.name,
+        "source": {**job.source, "name": model.name, **_architecture(model),
                    "input_shape": list(model.inputs[0].shape[1:]),
                    "output_shape": list(model.outputs[0].shape[1:]) if len(model.outputs) == 1
                    else {n: list(o.shape[1:]) for n, o in zip(model.output_names, model.outputs)},
@@ -416,6 +419,16 @@ def _manifest(job, keras_entry, artifacts):
         "converters": {name: _version(name) for name in CONVERTERS},
         "artifacts": artifacts,
     }
+
+
+def _architecture(model):
+    """The architecture, its paper and Keras' parameter counts (BatchNorm included, before the
+    converters fold it), for the model card."""
+    spec = getattr(model, "kres_spec", None)
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return {"architecture": getattr(spec, "architecture", None),
+            "reference": getattr(spec, "reference", None),
+            "parameters": {"trainable": trainable, "total": int(model.count_params())}}
 
 
 def _check_out(out):
