@@ -387,7 +387,7 @@ def test_manifest_describes_every_artifact_by_its_bytes(manifest):
         assert a["inputs"][0]["shape"] == [None, 32, 32, 1]
         assert a["outputs"][0]["shape"] == [None, 10]
     assert sorted(os.listdir(directory)) == sorted(
-        [a["path"] for a in manifest.artifacts] + ["labels.txt", "manifest.json"])
+        [a["path"] for a in manifest.artifacts] + ["README.md", "labels.txt", "manifest.json"])
 
 
 def test_manifest_records_source_preprocessing_labels_and_converters(manifest):
@@ -450,7 +450,8 @@ def test_exporting_again_replaces_the_previous_export(digits_run, tmp_path):
         manifest = kres.export.export(digits_run / "best.keras", out, formats=formats,
                                       quantize="fp32", verify_samples=20, latency_repeats=3)
     assert [a["path"] for a in manifest.artifacts] == ["resnet20_fp32.tflite"]
-    assert sorted(os.listdir(out)) == ["labels.txt", "manifest.json", "resnet20_fp32.tflite"]
+    assert sorted(os.listdir(out)) == ["README.md", "labels.txt", "manifest.json",
+                                       "resnet20_fp32.tflite"]
     assert os.listdir(tmp_path) == ["out"]
 
 

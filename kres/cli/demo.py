@@ -1,7 +1,7 @@
 """The main job, on the embedded default: train resnet20 on scikit-learn's handwritten digits
 (no download), then export it to verified SavedModel, TFLite and ONNX files (fp32, fp16, dynamic
-range, int8 searched until it agrees with Keras) and print the manifest table and the path of the
-int8 .tflite file.
+range, int8 searched until it agrees with Keras) and print the manifest table, the deployment
+table (what runs on which accelerator, what it costs) and the path of the int8 .tflite file.
 
     kres demo                        # the README's main command runs this
     kres demo --seed 1               # another initialisation and data order (runs/...-s1)
@@ -65,6 +65,8 @@ def main(argv=None, prog=PROG) -> int:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
     print(manifest.table())
+    print(manifest.deployment_table())
+    print(f"== model card: {os.path.join(exports, manifest.data['card'])}")
     for a in manifest.artifacts:
         if a["quantization"] == "int8":
             print(f"== {a['path']}: int8 setting {a['int8']['kept']!r}, top-1 agreement with "

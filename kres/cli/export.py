@@ -3,6 +3,7 @@
     kres export runs/digits-resnet20 --out exports/digits-resnet20
     kres export runs/digits-resnet20 --formats tflite --quantize int8 --io uint8
     kres export resnet50 --formats onnx --out exports/resnet50   # a freshly built model
+    kres export --check model.tflite     # the deployment report of any .tflite / .onnx file
 
 Every artifact is loaded back in its runtime and compared with Keras before anything is written;
 int8 settings are tried until one agrees with Keras; the manifest table is printed at the end.
@@ -26,7 +27,11 @@ def parser(prog=PROG):
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a training run directory, a .keras file, or a model name")
+    p.add_argument("model", nargs="?",
+                   help="a training run directory, a .keras file, or a model name")
+    p.add_argument("--check", metavar="FILE_OR_DIR",
+                   help="print the deployment report of a .tflite or .onnx file (any, not only "
+                        "kres') or of every such file in a directory, and exit")
     p.add_argument("--out", help="export directory (default exports/<run or model name>)")
     add_options(p, ExportConfig)
     return p
@@ -36,7 +41,13 @@ def main(argv=None, prog=PROG) -> int:
     from kres import native
 
     native.import_tensorflow()
-    args = parser(prog).parse_args(argv)
+    p = parser(prog)
+    args = p.parse_args(argv)
+    if args.check:
+        return check(args.check, prog)
+    if args.model is None:
+        p.error("give a model (a training run directory, a .keras file or a model name), or "
+                "--check FILE_OR_DIR")
     import kres.export
     from kres.files import interrupt_on
 
@@ -55,8 +66,24 @@ def main(argv=None, prog=PROG) -> int:
         print(f"{prog}: interrupted; {out} is as it was", file=sys.stderr)
         return 130
     print(manifest.table())
+    print(manifest.deployment_table())
     print(f"manifest: {os.path.join(out, 'manifest.json')}")
     for artifact in manifest.artifacts:
         if (artifact["format"], artifact["quantization"]) == ("tflite", "int8"):
             print(f"int8 TFLite: {os.path.join(out, artifact['path'])}")
+    return 0
+
+
+def check(path, prog=PROG) -> int:
+    """``--check``: the deployment table of ``path``; a bad path is one line and exit status 2."""
+    from kres.errors import ExportError
+    from kres.export import deployment
+    from kres.export.manifest import deployment_table
+
+    try:
+        reports = deployment.check(path)
+    except ExportError as error:
+        print(f"{prog}: error: --check: {error}", file=sys.stderr)
+        return 2
+    print(deployment_table(reports))
     return 0

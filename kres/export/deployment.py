@@ -43,6 +43,18 @@ def report(path) -> dict:
     return tflite_report(path) if kind == "tflite" else onnx_report(path)
 
 
+def check(path) -> list:
+    """(file name, report) for a .tflite / .onnx file, or for every such file in a directory (an
+    export directory, or any other); ExportError when there is none."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if os.path.splitext(n)[1].lower() in FORMATS)
+        if not names:
+            raise ExportError(f"{path!r} holds no .tflite or .onnx file")
+        return [(n, report(os.path.join(path, n))) for n in names]
+    return [(os.path.basename(path), report(path))]
+
+
 # ------------------------------------------------------------------------------ TFLite
 
 
@@ -97,15 +109,12 @@ def xnnpack_plan(path, graph) -> dict:
 
 
 def tflite_parameters(graph) -> int:
-    """Weights and biases of the ops with weights (``MAC_OPS``), counted once each: BatchNorm is
-    folded into the convolutions by the converter, so this is less than Keras' count_params."""
-    seen = {}
-    for op in graph.ops:
-        if op.name in MAC_OPS:
-            for t in op.inputs[1:]:
-                if t is not None and t.constant:
-                    seen[t.index] = t.size
-    return int(sum(seen.values()))
+    """Weights and biases of the ops with weights (``MAC_OPS``), op by op: the converter stores
+    equal constants once (a fresh model's all-zero biases share one buffer), the network still
+    has one per op. BatchNorm is folded into the convolutions, so this is less than Keras'
+    count_params when the convolutions have no bias of their own."""
+    return int(sum(t.size for op in graph.ops if op.name in MAC_OPS
+                   for t in op.inputs[1:] if t is not None and t.constant))
 
 
 def tflite_macs(graph) -> int:
@@ -137,7 +146,8 @@ def arena_bytes(path, graph) -> int | None:
     the span from the lowest to the highest byte of any non-constant tensor (the planner reuses
     memory between tensors that are not alive together, and the span also covers its scratch
     buffers placed between them). Addresses change from run to run, the span does not: the
-    planner's offsets are deterministic. XNNPACK keeps a workspace of its own beside it."""
+    planner's offsets are deterministic. Weights dequantised at load time (fp16 files) are kept
+    in a separate persistent buffer and left out. XNNPACK keeps a workspace of its own."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
@@ -150,7 +160,7 @@ def arena_bytes(path, graph) -> int | None:
         return None
     spans = []
     for t in graph.tensors:  # only the model's own tensors: reading scratch tensors crashes
-        if t.const:
+        if t.constant:  # weights, also dequantised ones: those live outside the activation arena
             continue
         try:
             array = interpreter.tensor(t.index)()
