@@ -106,16 +106,19 @@ def _first_cost(manifest):
 
 
 def _training(data):
-    config = data["source"].get("run_config")
-    keras = data["source"]["keras"]
+    source = data["source"]
+    recipe = source.get("run_recipe") or source.get("run_config")
+    metrics = source.get("run_metrics") or {}
+    keras = source["keras"]
     lines = ["## Training", ""]
-    if config:
-        settings = {k: config[k] for k in ("data", "recipe", "epochs", "batch_size", "lr",
-                                            "optimizer", "weight_decay", "label_smoothing",
-                                            "image_size", "weights", "seed", "qat")
-                    if config.get(k) is not None}
-        lines.append("From the training run's config.json (unset fields take the recipe's "
-                     "defaults): " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".")
+    if recipe:
+        settings = {k: v for k, v in recipe.items() if v is not None}
+        lines.append("From the training run's config.json (the values it used): "
+                     + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".")
+        if metrics.get("epochs_completed") is not None:
+            lines.append(f"\n{metrics['epochs_completed']} epochs completed; the exported model "
+                         f"is the epoch with the best validation accuracy "
+                         f"({metrics['best_val_accuracy']:.2%}).")
     else:
         lines.append(f"Not recorded: the model came from {data['source']['from']} "
                      f"({data['source']['model']}).")

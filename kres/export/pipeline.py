@@ -166,13 +166,25 @@ def resolve_model(model, config):
         run = Run(os.path.dirname(source))
         if run.config is None:
             return loaded, description, None
-        return loaded, {**description, "run_config": run.config}, run
+        return loaded, {**description, "run_config": run.config,
+                        "run_recipe": _recipe(run.resolved), "run_metrics": run.metrics}, run
     shape = {}
     if config.data and config.weights is None:
         info = kdata.info(config.data, config.data_dir)
         shape = {"input_shape": info.image_shape, "num_classes": info.num_classes}
     built = kres.build(source, weights=config.weights, include_preprocessing=True, **shape)
     return built, {"model": source, "from": "kres.build", "weights": config.weights}, None
+
+
+RECIPE_FIELDS = ("data", "recipe", "epochs", "batch_size", "optimizer", "lr", "weight_decay",
+                 "label_smoothing", "warmup_epochs", "image_size", "mixed_precision", "weights",
+                 "seed")
+
+
+def _recipe(resolved):
+    """The values a training run used (its recipe resolved), for the model card."""
+    return None if resolved is None else {k: resolved.get(k) for k in RECIPE_FIELDS
+                                          if k in resolved}
 
 
 def _load(path):
