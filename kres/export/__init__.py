@@ -12,11 +12,13 @@ it; `export` converts, searches int8 settings until one agrees with Keras (`prec
 TFLite metadata (`metadata`), loads every artifact back in its own runtime, compares it with
 Keras on held-out images and writes manifest.json. A QAT model's int8 files take its own ranges
 (`qat`); `comparison` sets them beside the float model's. What an export does is an
-`ExportConfig` (every field an option of ``kres export``, the command line).
+`ExportConfig` (every field an option of ``kres export``, the command line). Every TFLite and
+ONNX file gets a deployment report (`deployment`: which delegate takes which op, what it costs)
+and the directory a model card, README.md (`card`).
 """
 
 from kres.errors import ExportError, IntegrityError
-from kres.export import comparison, metadata, precision
+from kres.export import card, comparison, deployment, metadata, precision
 from kres.export.config import FORMATS, QUANTIZATIONS, ExportConfig, Tolerances
 from kres.export.manifest import Manifest
 from kres.export.onnx import to_onnx
@@ -27,5 +29,6 @@ from kres.export.tflite import to_tflite
 from kres.files import sha256_of
 
 __all__ = ["ExportConfig", "ExportError", "FORMATS", "IntegrityError", "Manifest", "QUANTIZATIONS",
-           "Runner", "Tolerances", "comparison", "default_out", "export", "load", "metadata",
-           "precision", "sha256_of", "to_onnx", "to_saved_model", "to_tflite"]
+           "Runner", "Tolerances", "card", "comparison", "default_out", "deployment", "export",
+           "load", "metadata", "precision", "sha256_of", "to_onnx", "to_saved_model",
+           "to_tflite"]

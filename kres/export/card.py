@@ -77,9 +77,12 @@ def license_of(data):
 
 
 def _dataset(data):
+    """The training run's dataset, else the one the export was verified on (None: generated
+    images)."""
     config = data["source"].get("run_config") or {}
-    return config.get("data") or data["verification"]["source"].split(":")[0] \
-        if not data["verification"]["source"].startswith("generated") else None
+    verified = data["verification"]["source"]
+    return config.get("data") or (None if verified.startswith("generated")
+                                  else verified.split(":")[0])
 
 
 def _model(manifest):
@@ -239,5 +242,5 @@ best = int(scores[0].argmax())
 print(labels[best] if labels else best)
 ```'''
     return "\n".join(["## How to run", "",
-                      f"In Python, with `pip install ai-edge-litert numpy`, in this directory:", "",
+                      "In Python, with `pip install ai-edge-litert numpy`, in this directory:", "",
                       snippet, "", *[f"- {line}" for line in APPS]])

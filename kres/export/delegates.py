@@ -143,9 +143,9 @@ def _pad(op):
 
 def _broadcastable(op):
     """ADD / MUL with the offline checker's enhanced broadcast: numpy-style broadcasting."""
-    a, b = (t.shape for t in op.inputs[:2])
     if len(op.inputs) != 2:
         return f"{op.name} requires two input tensors."
+    a, b = (t.shape for t in op.inputs)
     if len(a) > 1 and len(b) > 1 and len(a) != len(b):
         for x, y in zip(reversed(a), reversed(b)):
             if x != y and 1 not in (x, y):

@@ -127,7 +127,7 @@ def tflite_macs(graph) -> int:
             continue
         out = op.outputs[0].shape
         per_image = int(np.prod(out[1:], dtype=np.int64)) if len(out) > 1 else 1
-        weights = (op.inputs[1] if op.name != "TRANSPOSE_CONV" else op.inputs[1]).shape
+        weights = op.inputs[1].shape  # TRANSPOSE_CONV: (output shape, weights, input)
         if op.name == "CONV_2D":
             total += per_image * int(np.prod(weights[1:]))
         elif op.name == "DEPTHWISE_CONV_2D":
