@@ -187,8 +187,11 @@ def hold(path: str):
     lock = lock_path(path)
     try:
         os.makedirs(os.path.dirname(lock), exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise WriteError(f"cannot create the directory {os.path.dirname(lock)!r}: a file is in "
+                         "the way (it or one of its parents is a regular file)") from None
     except OSError as error:
-        raise WriteError(f"cannot create {os.path.dirname(lock)!r}: "
+        raise WriteError(f"cannot create the directory {os.path.dirname(lock)!r}: "
                          f"{error.strerror or error}") from None
     _take(lock, path)
     try:

@@ -293,3 +293,145 @@ def test_a_training_that_hits_a_file_size_limit_is_one_line(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert "cannot write" in last and "File too large" in last, last
     assert [n for n in os.listdir(out) if n.startswith(".tmp-")] == []
+
+
+# ------------------------------------------------------------------- every bad input is one line
+
+# (command, arguments, exit status, what the last line of stderr says). {run} is a trained run,
+# {tmp} a directory holding: regular (a file), emptydir/, loose/ (a text file), notkres/ (a
+# directory that is not an export), empty.keras (0 bytes), junk.keras and junk.png (text).
+BAD_COMMANDS = [
+    ("train", "--model resnet5", 2, "unknown model 'resnet5'; closest names: resnet56"),
+    ("train", "--data nope", 1, "Unknown dataset 'nope'. Accepted: 'digits'"),
+    ("train", "--data folder:{tmp}/none", 1, "does not exist; expected PATH/train/CLASS/IMAGE"),
+    ("train", "--epochs 0", 2, "epochs=0 is invalid; accepted: a positive integer"),
+    ("train", "--epochs 1.5", 2, "argument --epochs: invalid int value: '1.5'"),
+    ("train", "--batch-size 0", 2, "batch_size=0 is invalid; accepted: a positive integer"),
+    ("train", "--lr -1", 2, "lr=-1.0 is invalid; accepted: a non-negative number"),
+    ("train", "--lr nan", 2, "lr=nan is invalid; accepted: a non-negative number"),
+    ("train", "--image-size 4", 2, "image_size=4 is invalid; accepted: at least 8 pixels"),
+    ("train", "--optimizer adam", 2, "invalid choice: 'adam' (choose from 'sgd', 'adamw', 'lamb')"),
+    ("train", "--recipe fancy", 2, "invalid choice: 'fancy' (choose from 'classic', 'modern')"),
+    ("train", "--seed abc", 2, "argument --seed: invalid int value: 'abc'"),
+    ("train", "--label-smoothing 1", 2, "label_smoothing=1.0 is invalid; accepted: a number in"),
+    ("train", "--freeze stages9", 2, "names no part of a model with 3 stages; accepted: none"),
+    ("train", "--weights nosuchtag", 2, "invalid weights 'nosuchtag' for model 'resnet20': acce"),
+    ("train", "--mixed-precision fp8", 2, "invalid choice: 'fp8' (choose from 'auto', 'none'"),
+    ("train", "--head-epochs 2", 2, "head_epochs=2 is invalid; accepted: 0 without weights"),
+    ("train", "--weights {tmp}/junk.keras", 1, "is not a readable .keras file"),
+    ("train", "--out {tmp}/regular", 1, "is a file; give a directory for the run"),
+    ("train", "--out {tmp}/regular/run", 1, "a file is in the way"),
+    ("train", "--out {tmp}/missing --resume", 1, "there is no run at '{tmp}/missing' to continue"),
+    ("export", "resnet5", 1, "unknown model 'resnet5'; closest names: resnet56"),
+    ("export", "{run} --formats pdf", 2, "formats: unknown 'pdf'; accepted: saved_model, tflite"),
+    ("export", "{run} --quantize int4", 2, "quantize: unknown 'int4'; accepted: fp32, fp16"),
+    ("export", "{run} --io int16", 2, "invalid choice: 'int16' (choose from 'float', 'int8'"),
+    ("export", "{run} --calibration-samples -1", 2, "calibration_samples=-1: accepted is an "
+                                                    "integer >= 0"),
+    ("export", "{run} --verify-samples -5", 2, "verify_samples=-5: accepted is an integer >= 1"),
+    ("export", "{run} --threads 0", 2, "threads=0: accepted is an integer >= 1"),
+    ("export", "{run} --latency-repeats 0", 2, "latency_repeats=0: accepted is an integer >= 1"),
+    ("export", "{run} --opset 1", 2, "opset=1: accepted is an ONNX opset from 13 to 18"),
+    ("export", "{run} --opset 99", 2, "opset=99: accepted is an ONNX opset from 13 to 18"),
+    ("export", "{tmp}/nope.keras", 1, "model file not found: '{tmp}/nope.keras'"),
+    ("export", "{tmp}/empty.keras", 1, "is not a valid .keras archive: it is not a zip file (0 "),
+    ("export", "{tmp}/junk.keras", 1, "is not a valid .keras archive: it is not a zip file (5 "),
+    ("export", "{tmp}/emptydir", 1, "is not a training run: it holds neither config.json nor "),
+    ("export", "{run} --out {tmp}/regular", 1, "out='{tmp}/regular' is a file; give a directory"),
+    ("export", "{run} --out {tmp}/notkres", 1, "is not a kres export (no manifest.json); refusi"),
+    ("export", "{run} --out {tmp}/regular/out", 1, "a file is in the way"),
+    ("export", "{run} --data nope", 1, "Unknown dataset 'nope'. Accepted: 'digits'"),
+    ("export", "{run} --formats saved_model --quantize int8", 1, "none of quantize=['int8'] "
+                                                                  "applies to formats="),
+    ("predict", "{tmp}/nope {tmp}/junk.png", 1, "no such file or folder: '{tmp}/nope'; expected"),
+    ("predict", "{tmp}/loose {tmp}/junk.png", 1, "is not a model: a folder with no manifest.json"),
+    ("predict", "{tmp}/emptydir {tmp}/junk.png", 1, "is not a model: a folder with no manifest"),
+    ("predict", "{run} {tmp}/junk.png", 1, "junk.png: not an image (expected a JPEG, PNG"),
+    ("predict", "{run} {tmp}/missing.png", 1, "missing.png: no such file or folder (expected "),
+    ("predict", "{run} {tmp}/junk.png --top-k 0", 2, "--top-k: expected a positive integer"),
+    ("validate", "resnet20 --weights {run}/best.keras --data nope", 1, "Unknown dataset 'nope'"),
+    ("validate", "resnet20 --weights {run}/best.keras --data digits --split bogus", 1,
+     "split must be one of ['train', 'validation', 'test'], got 'bogus'"),
+    ("validate", "resnet20 --weights {tmp}/junk.keras --data digits", 1,
+     "is not a readable .keras file"),
+    ("validate", "resnet20 --weights {run}/best.keras --data digits --batch-size 0", 2,
+     "argument --batch-size: expected a positive integer, got 0"),
+    ("validate", "resnet20 --weights {run}/best.keras --data digits --limit -1", 2,
+     "argument --limit: expected a positive integer, got -1"),
+]
+
+
+@pytest.fixture(scope="module")
+def junk(tmp_path_factory):
+    """The directory of bad files BAD_COMMANDS names as {tmp}."""
+    tmp = tmp_path_factory.mktemp("junk")
+    for name in ("emptydir", "loose", "notkres"):
+        (tmp / name).mkdir()
+    (tmp / "loose" / "a.txt").write_text("hi")
+    (tmp / "notkres" / "f").write_text("x")
+    (tmp / "regular").write_text("text")
+    (tmp / "empty.keras").write_bytes(b"")
+    (tmp / "junk.keras").write_text("junk")
+    (tmp / "junk.png").write_text("junk")
+    return tmp
+
+
+def run_command(command, argv, capsys):
+    """``kres <command> argv`` in this process: its exit status and stderr."""
+    import importlib
+    import signal
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    capsys.readouterr()
+    try:
+        status = importlib.import_module(f"kres.cli.{command}").main(argv)
+    except SystemExit as done:  # argparse's own usage errors
+        status = done.code
+    finally:
+        for number, handler in handlers.items():  # export treats SIGTERM like Ctrl-C
+            signal.signal(number, handler)
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, arguments, status, says", BAD_COMMANDS,
+                         ids=[f"{c} {a}" for c, a, _, _ in BAD_COMMANDS])
+def test_a_bad_command_line_is_one_line(command, arguments, status, says, junk, digits_run,
+                                        capsys):
+    fill = dict(tmp=junk, run=digits_run)
+    argv = [a.format(**fill) for a in arguments.split()]
+    if command in ("train", "export") and "--out" not in argv:
+        argv += ["--out", str(junk / "out" / command)]
+    got, stderr = run_command(command, argv, capsys)
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert got == status, stderr[-2000:]
+    assert says.format(**fill) in last, last
+
+
+def bad_calls(tmp):
+    import kres
+
+    return [
+        (lambda: kres.build("resnet5"), "unknown model 'resnet5'; closest names"),
+        (lambda: kres.build("resnet20", num_classes=0), "got 0; accepted: a positive integer"),
+        (lambda: kres.build("resnet20", input_shape=(32, 32, 0)), "with channels >= 1"),
+        (lambda: kres.build("resnet20", input_shape=(32, 32)), "accepted is (height, width, ch"),
+        (lambda: kres.build("resnet20", weights="nosuch"), "invalid weights 'nosuch'"),
+        (lambda: kres.export.load(tmp / "missing.tflite"), "no artifact at"),
+        (lambda: kres.export.load(tmp / "regular"), "cannot tell the format of"),
+        (lambda: kres.export.load(tmp / "emptydir"), "is a directory but not a SavedModel"),
+        (lambda: kres.export.load(tmp / "junk.keras"), "is not a valid .keras archive"),
+        (lambda: kres.export.Manifest.read(tmp / "emptydir"), "no manifest.json at"),
+        (lambda: kres.export.export(tmp / "emptydir", tmp / "o", formats="gif"), "formats: unknown 'gif'"),
+        (lambda: kres.predict(tmp / "nope", tmp / "junk.png"), "no such file or folder"),
+        (lambda: kres.training.train("resnet20"), "train() takes a TrainConfig, got str"),
+        (lambda: TrainConfig(epochs=-1).check(), "epochs=-1 is invalid; accepted: a positive"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(14))
+def test_a_bad_call_of_a_public_function_is_one_line(index, junk):
+    call, says = bad_calls(junk)[index]
+    with pytest.raises(KresError) as error:
+        call()
+    assert says in one_line(error)

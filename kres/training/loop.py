@@ -331,6 +331,8 @@ def _metrics(model, prepared, rows, epoch_seconds, train_seconds) -> dict:
 
 
 def _check_run_dir(run: Run, resume: bool) -> None:
+    if os.path.exists(run.path) and not os.path.isdir(run.path):
+        raise ConfigError(f"out={run.path!r} is a file; give a directory for the run")
     if run.started and not resume:
         raise ConfigError(
             f"{run.path!r} already holds a run; pass resume=True (--resume) to continue it, "
