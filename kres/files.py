@@ -8,6 +8,7 @@ the new one, never part of one. Hashes are SHA-256 unless a publisher uses anoth
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -157,6 +158,26 @@ def check_interrupted() -> None:
     """KeyboardInterrupt if a signal of :func:`interrupt_on` arrived: call before a commit."""
     if _received:
         raise KeyboardInterrupt
+
+
+# Why a write fails, as the C library words it: what a converter that writes files of its own
+# (TensorFlow's SavedModel writer raises OutOfRangeError "...; File too large") reports.
+WRITE_ERRNOS = (errno.EFBIG, errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+
+
+def write_failure(error: BaseException) -> str | None:
+    """``"'<path>': <cause>"`` when ``error`` (an OSError, or a library's own error whose text
+    names the cause) is a write that failed for want of space, size or permission; else None."""
+    if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+        where = f"{error.filename!r}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    text = str(error)
+    for number in WRITE_ERRNOS:
+        cause = os.strerror(number)
+        if cause in text:
+            paths = re.findall(r"(/[^\s;:]+)\s*;\s*" + re.escape(cause), text)
+            return f"{paths[-1]!r}: {cause}" if paths else cause
+    return None
 
 
 # ----------------------------------------------------------------------------------- locks

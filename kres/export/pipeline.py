@@ -30,7 +30,8 @@ from kres.export import qat as qat_convert
 from kres.export.config import APPLIES, ExportConfig
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
-from kres.files import atomic_write_text, check_interrupted, hold, sha256_of, size_of, sweep
+from kres.files import (atomic_write_text, check_interrupted, hold, sha256_of, size_of, sweep,
+                        write_failure)
 from kres.machine import cpu_info
 from kres.quantize import is_qat
 from kres.rundir import Run
@@ -100,7 +101,15 @@ def export(model, out, config=None, **options):
     out = _check_out(out)
     with hold(out):  # a second export into out refuses while this one runs
         sweep(os.path.dirname(out), _leftovers(out))
-        return _export(model, out, config)
+        try:
+            return _export(model, out, config)
+        except kres.KresError:
+            raise
+        except Exception as error:  # a converter's own write failed: a full disk, a size limit
+            failure = write_failure(error)
+            if failure is None:
+                raise
+            raise ExportError(f"cannot write {failure}; {out} is as it was") from None
 
 
 def _export(model, out, config):
