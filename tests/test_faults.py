@@ -152,6 +152,34 @@ def test_a_diverging_loss_stops_training_at_its_epoch_and_keeps_the_best(tmp_pat
         assert np.isfinite(best.predict(np.zeros((1, 16, 16, 1)), verbose=0)).all()
 
 
+class PoisonAfterFirstEpoch(keras.callbacks.Callback):
+    """Makes every weight NaN once the first epoch is recorded: the second epoch's loss is NaN."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            for variable in self.model.trainable_variables:
+                variable.assign(np.full(variable.shape, np.nan, variable.dtype))
+
+
+def test_an_epoch_that_turns_nan_leaves_the_previous_best_and_checkpoint(tmp_path):
+    from kres.training import callbacks as cb
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    model.compile("sgd", "categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.ones((8, 4), "float32"), np.eye(2, dtype="float32")[[0, 1] * 4]
+    callbacks = [cb.StopOnNonFinite(3, 0.1), cb.HistoryCSV(str(tmp_path / "history.csv")),
+                 cb.BestModel(str(tmp_path / "best.keras")),
+                 cb.Checkpoint(str(tmp_path / "backup")), PoisonAfterFirstEpoch()]
+    with pytest.raises(TrainingError, match="training stopped at epoch 2 of 3: the loss is nan "
+                                            r".*; best.keras and the checkpoint keep epoch 1"):
+        model.fit(x, y, validation_data=(x, y), epochs=3, callbacks=callbacks, verbose=0)
+    assert [r["epoch"] for r in kres.rundir.read_history(tmp_path / "history.csv")] == [1]
+    assert Checkpoint(str(tmp_path / "backup")).committed_epoch() == 1
+    best = load_keras_model(tmp_path / "best.keras")
+    assert np.isfinite(best.predict(x, verbose=0)).all()
+
+
 # ------------------------------------------------------------------ a resume that does not match
 
 
