@@ -363,7 +363,7 @@ BAD_COMMANDS = [
     ("export", "{run} --opset 99", 2, "opset=99: accepted is an ONNX opset from 13 to 18"),
     ("export", "{tmp}/nope.keras", 1, "model file not found: '{tmp}/nope.keras'"),
     ("export", "{tmp}/empty.keras", 1, "is not a valid .keras archive: it is not a zip file (0 "),
-    ("export", "{tmp}/junk.keras", 1, "is not a valid .keras archive: it is not a zip file (5 "),
+    ("export", "{tmp}/junk.keras", 1, "is not a valid .keras archive: it is not a zip file (4 "),
     ("export", "{tmp}/emptydir", 1, "is not a training run: it holds neither config.json nor "),
     ("export", "{run} --out {tmp}/regular", 1, "out='{tmp}/regular' is a file; give a directory"),
     ("export", "{run} --out {tmp}/notkres", 1, "is not a kres export (no manifest.json); refusi"),
