@@ -25,6 +25,19 @@ class RunError(KresError):
     """A directory is not the training run it was taken for, or its record cannot be read."""
 
 
+class TrainingError(KresError):
+    """Training cannot go on, such as a loss that is no longer a finite number."""
+
+
+class LockedError(KresError):
+    """A directory is in use by another live process."""
+
+
+class WriteError(KresError):
+    """A file could not be written (a full disk, a file-size limit, a read-only directory);
+    the previous file is unchanged."""
+
+
 class ExportError(KresError):
     """An export was asked for something impossible, or an artifact failed its verification.
     Nothing is written to the output directory when this is raised."""

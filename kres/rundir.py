@@ -51,8 +51,13 @@ def read_history(path) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+                for row in rows]
+    except (TypeError, ValueError):  # a short row gives None, a cut number ''
+        raise RunError(f"{os.fspath(path)!r} is damaged (a row is truncated or not numbers); "
+                       "the run's record cannot be trusted: start a new run") from None
 
 
 class Run(os.PathLike):

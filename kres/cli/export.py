@@ -53,12 +53,15 @@ def main(argv=None, prog=PROG) -> int:
 
     # A killed export must still clean up its staging directory: treat SIGTERM like Ctrl-C.
     interrupt_on()
-    from kres.cli.options import config_from
+    from kres.cli.options import config_from, usage_error
 
     out = args.out or kres.export.default_out(args.model)
     try:
-        manifest = kres.export.export(args.model, out,
-                                      config_from(kres.export.ExportConfig, args))
+        config = config_from(kres.export.ExportConfig, args)
+    except kres.KresError as error:  # an option's value: a usage error
+        return usage_error(prog, error)
+    try:
+        manifest = kres.export.export(args.model, out, config)
     except kres.KresError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 
@@ -46,6 +47,12 @@ def config_from(config_class, args, **values):
         elif hasattr(args, field.name):
             values[field.name] = getattr(args, field.name)
     return config_class(**values)
+
+
+def usage_error(prog, message) -> int:
+    """Exit status 2 (argparse's for a usage error) after one line naming the option."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _fields(config_class, only, exclude):

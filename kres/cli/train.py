@@ -54,13 +54,30 @@ def _backend_option():
 def main(argv=None, prog=PROG) -> int:
     args = parse_args(argv, prog)
     from kres import KresError
-    from kres.cli.options import config_from
+    from kres.cli.options import config_from, usage_error
     from kres.training import TrainConfig, train
 
+    config = config_from(TrainConfig, args, verbose=2 if args.quiet else "auto")
     try:
-        result = train(config_from(TrainConfig, args, verbose=2 if args.quiet else "auto"))
+        config.check()
+    except KresError as e:  # an option's value: a usage error
+        return usage_error(prog, e)
+    try:
+        result = train(_checked(config))
     except KresError as e:  # a user's mistake: no traceback
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     print(f"test_accuracy={result.metrics['test_accuracy']:.4f}")
     return 0
+
+
+def _checked(config):
+    """``config``, or a RunError for ``--resume`` of a directory that does not exist (a typo
+    there would otherwise start a new run; the library's resume=True does, for the demo)."""
+    from kres.errors import RunError
+
+    run = config.run_dir()
+    if config.resume and not config.qat and not os.path.isdir(run):
+        raise RunError(f"--resume: there is no run at {run.path!r} to continue (no such "
+                       "directory); leave out --resume to start one there")
+    return config

@@ -29,6 +29,11 @@ def main(argv=None, prog=PROG) -> int:
     p.add_argument("--image-size", type=int, help="default: the checkpoint's evaluation size")
     p.add_argument("--limit", type=int, help="evaluate only this many images")
     args = p.parse_args(argv)
+    for name in ("batch_size", "limit", "image_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"argument --{name.replace('_', '-')}: expected a positive integer, got "
+                    f"{value}")
     from kres import native
 
     native.import_tensorflow()

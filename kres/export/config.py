@@ -50,6 +50,12 @@ class Tolerances:
                    self.max_rel_diff * max(float(np.abs(v).max()) for v in values))
 
 
+# tf2onnx 1.17 converts up to opset 18 (tf2onnx.constants.OPSET_TO_IR_VERSION); onnxruntime's
+# int8 quantisation writes per-channel QDQ nodes, which need opset 13 or above (its own check in
+# onnxruntime.quantization).
+OPSETS = range(13, 19)
+
+
 @dataclasses.dataclass
 class ExportConfig:
     """Everything an export does with a model, but the model and where it goes.
@@ -96,6 +102,9 @@ class ExportConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ExportError(f"{name}={value!r}: accepted is an integer >= {least}")
+        if self.opset not in OPSETS:
+            raise ExportError(f"opset={self.opset!r}: accepted is an ONNX opset from "
+                              f"{OPSETS[0]} to {OPSETS[-1]}")
         if self.tolerances is None:
             self.tolerances = Tolerances()
         elif isinstance(self.tolerances, dict):

@@ -14,6 +14,8 @@ import dataclasses
 import json
 import os
 
+from kres.errors import IntegrityError
+
 MANIFEST = "manifest.json"
 
 
@@ -30,19 +32,37 @@ class Manifest:
         return self.data["artifacts"]
 
     def artifact(self, format, quantization):
-        """The path of the artifact with this format and quantisation."""
+        """The path of the artifact with this format and quantisation, inside the export
+        directory (an IntegrityError for a path that leads out of it)."""
         for a in self.artifacts:
             if (a["format"], a["quantization"]) == (format, quantization):
-                return os.path.join(os.path.dirname(self.path), a["path"])
+                return inside(os.path.dirname(self.path), a["path"], self.path)
         raise KeyError(f"no {quantization} {format} in {self.path}")
 
     @classmethod
     def read(cls, path):
-        """The manifest of an export directory (or of a manifest.json path)."""
+        """The manifest of an export directory (or of a manifest.json path); an IntegrityError
+        in one line when it is missing, not JSON or lists no artifacts."""
+        path = os.fspath(path)
         if os.path.isdir(path):
             path = os.path.join(path, MANIFEST)
-        with open(path) as f:
-            return cls(os.fspath(path), json.load(f))
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise IntegrityError(f"no {MANIFEST} at {path!r}: not a kres export "
+                                 "directory") from None
+        except (ValueError, OSError) as error:
+            raise IntegrityError(f"{path!r} is not a readable JSON manifest ({error}); export "
+                                 "again") from None
+        artifacts = data.get("artifacts") if isinstance(data, dict) else None
+        if not isinstance(artifacts, list) or not all(
+                isinstance(a, dict) and {"path", "format", "quantization"} <= set(a)
+                for a in artifacts):
+            raise IntegrityError(f"{path!r} is not a kres manifest: it needs a list "
+                                 '"artifacts" of {"path", "format", "quantization", ...}; '
+                                 "export again")
+        return cls(path, data)
 
     def speedup(self, artifact):
         """fp32 latency of the same format / this artifact's latency (None for SavedModels and
@@ -142,6 +162,18 @@ def _accelerators(r):
         "no: " + " ".join(str(s) for s in integer["input_signature"])
     flagged = collections.Counter(p["op"] for p in tpu["flagged"])
     return verdict, only, shape, ", ".join(f"{k} x{v}" for k, v in flagged.items()) or "none"
+
+
+def inside(directory, name, manifest):
+    """``directory/name`` when it stays inside ``directory`` once symbolic links and ``..`` are
+    resolved; an IntegrityError otherwise: a manifest must not point at a file from elsewhere."""
+    path = os.path.join(directory, name)
+    root = os.path.realpath(directory)
+    real = os.path.realpath(path)
+    if os.path.isabs(name) or os.path.commonpath([root, real]) != root or real == root:
+        raise IntegrityError(f"{manifest!r} names the artifact {name!r}, which resolves to "
+                             f"{real!r}, outside the export directory {root!r}; refusing it")
+    return path
 
 
 def _human(n):

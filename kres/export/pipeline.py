@@ -14,6 +14,7 @@ import datetime
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 from importlib import metadata as package_metadata
@@ -29,7 +30,8 @@ from kres.export import qat as qat_convert
 from kres.export.config import APPLIES, ExportConfig
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
-from kres.files import atomic_write_text, check_interrupted, sha256_of, size_of
+from kres.files import (atomic_write_text, check_interrupted, hold, sha256_of, size_of, sweep,
+                        write_failure)
 from kres.machine import cpu_info
 from kres.quantize import is_qat
 from kres.rundir import Run
@@ -97,6 +99,20 @@ def export(model, out, config=None, **options):
                         "other options by name)")
     config = (config or ExportConfig()).replace(**options)
     out = _check_out(out)
+    with hold(out):  # a second export into out refuses while this one runs
+        sweep(os.path.dirname(out), _leftovers(out))
+        try:
+            return _export(model, out, config)
+        except kres.KresError:
+            raise
+        except Exception as error:  # a converter's own write failed: a full disk, a size limit
+            failure = write_failure(error)
+            if failure is None:
+                raise
+            raise ExportError(f"cannot write {failure}; {out} is as it was") from None
+
+
+def _export(model, out, config):
     model, source, run = resolve_model(model, config)
     if config.data is None and run is not None and run.data is not None:
         config = config.replace(data=run.data.name, data_dir=config.data_dir or run.data.data_dir)
@@ -461,7 +477,8 @@ def _staging(out):
     one filesystem when the block succeeds, removed in any case."""
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.partial-{os.getpid()}-",
+                               dir=parent)
     try:
         yield staging
         check_interrupted()  # a signal whose KeyboardInterrupt a library swallowed
@@ -469,13 +486,19 @@ def _staging(out):
         os.rename(staging, final)
         old = None
         if os.path.exists(out):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-", dir=parent)
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old-{os.getpid()}-",
+                                   dir=parent)
             os.rename(out, os.path.join(old, "previous"))
         os.rename(final, out)
         if old:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _leftovers(out):
+    """The names :func:`_staging` gives beside ``out``: what a killed export leaves."""
+    return rf"\.{re.escape(os.path.basename(out))}\.(partial|old)-(?P<pid>\d+)-.+"
 
 
 def _version(name):

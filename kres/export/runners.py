@@ -7,7 +7,6 @@ scale and zero point stored in the file.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from kres import native
 from kres.errors import ExportError, IntegrityError
-from kres.export.manifest import MANIFEST
+from kres.export.manifest import MANIFEST, Manifest, inside
 from kres.files import sha256_of, size_of
 from kres.saving import load_keras_model
 
@@ -255,12 +254,12 @@ def verify_artifact(path):
     manifest_path = os.path.join(directory, MANIFEST)
     if not os.path.exists(manifest_path):
         return None
-    with open(manifest_path) as f:
-        entries = {a["path"].rstrip("/"): a for a in json.load(f)["artifacts"]}
+    entries = {a["path"].rstrip("/"): a for a in Manifest.read(manifest_path).artifacts}
     entry = entries.get(name)
     if entry is None:
         raise IntegrityError(f"{path!r} is not listed in {manifest_path}; listed: "
                              f"{', '.join(sorted(entries))}")
+    inside(directory, name, manifest_path)  # a symbolic link out of the export directory
     size, digest = size_of(path), sha256_of(path)
     if size != entry["bytes"] or digest != entry["sha256"]:
         raise IntegrityError(

@@ -183,13 +183,14 @@ def _from_keras(model, name, run, runner=None):
 
 def _from_export(directory, threads):
     from kres.export import Manifest
+    from kres.export.manifest import inside
 
     manifest = Manifest.read(directory)
     kinds = {(a["format"], a["quantization"]): a for a in manifest.artifacts}
     chosen = next((kinds[k] for k in EXPORT_PREFERENCE if k in kinds), None)
     if chosen is None:
         chosen = manifest.artifacts[0]
-    path = os.path.join(directory, chosen["path"])
+    path = inside(directory, chosen["path"], manifest.path)
     return _from_artifact(path, threads, manifest=manifest,
                           name=f"{directory.rstrip(os.sep)} ({chosen['path']})")
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import time
 
 import keras
 
-from kres.errors import ConfigError
+from kres.errors import ConfigError, TrainingError
 from kres.files import atomic_save_model, atomic_write_text, fsync
 from kres.rundir import read_history
 
@@ -83,6 +84,29 @@ class Checkpoint(keras.callbacks.Callback):
 
 def _weights_name(epoch: int) -> str:
     return f"epoch-{epoch:04d}.weights.h5"
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the end of an epoch whose loss is NaN or infinite, before anything
+    records it, with a TrainingError naming the epoch: history.csv, best.keras and the
+    checkpoint keep the last finite epoch. Like ``keras.callbacks.TerminateOnNaN``, which only
+    sets ``stop_training`` (after which the run would save a NaN final model and succeed), and
+    checked per epoch rather than per batch, so training steps are not synchronised for it."""
+
+    def __init__(self, epochs: int, lr: float | None = None):
+        super().__init__()
+        self.epochs, self.lr = epochs, lr
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        self.model.stop_training = True
+        rate = f" (peak learning rate {self.lr:g}: try a lower --lr)" if self.lr else ""
+        kept = (f"best.keras and the checkpoint keep epoch {epoch} and before" if epoch
+                else "no epoch finished with a finite loss, nothing is saved")
+        raise TrainingError(f"training stopped at epoch {epoch + 1} of {self.epochs}: the loss is "
+                            f"{float(loss)}{rate}; {kept}")
 
 
 class EpochTimer(keras.callbacks.Callback):

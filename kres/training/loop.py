@@ -18,8 +18,8 @@ import keras
 import kres
 import kres.weights
 from kres import data as kdata
-from kres.errors import ConfigError
-from kres.files import atomic_save_model
+from kres.errors import ConfigError, RunError
+from kres.files import TEMPORARY, atomic_save_model, check_keras_archive, hold, sweep
 from kres.rundir import BEST, Run
 from kres.training import callbacks as cb
 from kres.training import finetune
@@ -121,10 +121,26 @@ def train(config: TrainConfig) -> TrainResult:
     >>> result = kres.training.train(TrainConfig(model="resnet20", data="digits"))
     >>> result.metrics["test_accuracy"]   # 0.99 after the default 30 epochs (seed 0)
     """
-    prepared = prepare(config)
-    with _global_state(prepared):
-        model = build(prepared)
-        return fit(prepared, model)
+    with _lock(config):
+        prepared = prepare(config)
+        with _global_state(prepared):
+            model = build(prepared)
+            return fit(prepared, model)
+
+
+@contextlib.contextmanager
+def _lock(config: TrainConfig):
+    """Hold the run directory's lock (:func:`kres.files.hold`) while training, so that a second
+    training into it refuses, and sweep the temporary files of a killed one. Multi-host runs
+    write one directory from several machines, where a process id says nothing: not locked."""
+    if not isinstance(config, TrainConfig) or config.multi_host or (config.num_processes or 1) > 1:
+        yield
+        return
+    config.check()  # a bad option fails before anything is made on disk
+    run = config.run_dir().qat_run if config.qat else config.run_dir()
+    with hold(run):
+        sweep(run.path, TEMPORARY)
+        yield
 
 
 def prepare(config: TrainConfig) -> Prepared:
@@ -254,6 +270,7 @@ def fit(prepared: Prepared, model: keras.Model) -> TrainResult:
                       default=float("-inf"))
     timer = cb.EpochTimer()
     callbacks = [
+        cb.StopOnNonFinite(recipe.epochs, recipe.lr),  # first: before anything records an epoch
         timer,
         keras.callbacks.TensorBoard(run.logs),
         history,
@@ -314,11 +331,17 @@ def _metrics(model, prepared, rows, epoch_seconds, train_seconds) -> dict:
 
 
 def _check_run_dir(run: Run, resume: bool) -> None:
+    if os.path.exists(run.path) and not os.path.isdir(run.path):
+        raise ConfigError(f"out={run.path!r} is a file; give a directory for the run")
     if run.started and not resume:
         raise ConfigError(
             f"{run.path!r} already holds a run; pass resume=True (--resume) to continue it, "
             "or choose another out directory."
         )
+    if resume and run.started:
+        run.history  # noqa: B018 - a damaged history.csv is a RunError here, not mid-training
+        if os.path.exists(run.best):
+            check_keras_archive(run.best)
 
 
 def _qat_source(config: TrainConfig) -> TrainConfig:
@@ -347,19 +370,48 @@ def _saved_config(run: Run, config: TrainConfig) -> TrainConfig:
     """On resume, the run continues with the config it was started with."""
     if run.config is None:
         return config  # killed before anything was saved: this is a fresh start
-    saved = TrainConfig(**run.config)
+    saved = _config_of(run)
     # How to reach the other hosts and how to print may change between attempts; the recipe not.
     keep = {name: getattr(config, name) for name in
             ("out", "verbose", "coordinator_address", "num_processes", "process_id", "multi_host")}
     keep["resume"] = True
     defaults = TrainConfig()
-    ignored = [f"{f.name}={getattr(config, f.name)!r}" for f in dataclasses.fields(TrainConfig)
-               if f.name not in keep
-               and getattr(config, f.name) != getattr(defaults, f.name)
-               and getattr(config, f.name) != getattr(saved, f.name)]
-    if ignored:
-        print(f"kres: resuming {run} with its saved config; ignoring {', '.join(ignored)}")
+    given = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in keep
+             and getattr(config, f.name) != getattr(defaults, f.name)
+             and getattr(config, f.name) != getattr(saved, f.name)]
+    differ = [name for name in IDENTITY if name in given]
+    if differ:
+        raise RunError(f"cannot resume {run.path!r} with other " + ", ".join(
+            f"{name}={getattr(config, name)!r} (the run has {getattr(saved, name)!r})"
+            for name in differ) + "; resume it with its own options, or give another out "
+            "directory for a new run")
+    if given:
+        ignored = ", ".join(f"{name}={getattr(config, name)!r}" for name in given)
+        print(f"kres: resuming {run} with its saved config; ignoring {ignored}")
     return dataclasses.replace(saved, **keep)
+
+
+# What makes a run the run it is: resuming with another of these would train another model.
+IDENTITY = ("model", "data", "data_dir", "image_size")
+
+
+def _config_of(run: Run) -> TrainConfig:
+    """The TrainConfig recorded in the run's config.json, or a RunError saying what is wrong."""
+    recorded = run.config
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(recorded, dict):
+        raise RunError(f"{run.config_file!r} records no training config; the run's record is "
+                       "damaged")
+    unknown = sorted(set(recorded) - known)
+    if unknown:
+        raise RunError(f"{run.config_file!r} records options this kres does not know: "
+                       f"{', '.join(unknown)} (known: {', '.join(sorted(known))}); it was written "
+                       "by another kres version or edited")
+    try:
+        return TrainConfig(**recorded)
+    except TypeError as error:
+        raise RunError(f"{run.config_file!r} cannot be read as a training config: {error}") \
+            from None
 
 
 def _datasets(recipe: Recipe, plan: Plan, *, first_batch: int) -> tuple:
