@@ -101,7 +101,6 @@ class Manifest:
             "not a phone's; vs fp32 = speed-up over the fp32 file of the same format")
         return "\n".join(lines)
 
-
     def deployment_table(self):
         """What runs where, per file (:mod:`kres.export.deployment`): op count, the ops the CPU
         delegate took (XNNPACK for TFLite, the execution provider for ONNX), the GPU delegate's
