@@ -438,8 +438,8 @@ def test_interrupted_export_leaves_out_as_it_was(manifest, digits_run, tmp_path)
         time.sleep(0.2)
     time.sleep(1.0)  # in the middle of converting
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
-    assert process.returncode == 130
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err.decode()[-3000:]
     assert tree(out) == before
     assert os.listdir(tmp_path) == ["digits-resnet20"]
 

@@ -103,9 +103,13 @@ def export(model, out, config=None, **options):
         sweep(os.path.dirname(out), _leftovers(out))
         try:
             return _export(model, out, config)
-        except kres.KresError:
-            raise
-        except Exception as error:  # a converter's own write failed: a full disk, a size limit
+        except Exception as error:
+            # A signal whose KeyboardInterrupt a library swallowed can surface as another error
+            # (a calibration cut short, whose file then fails verification): it is the interrupt.
+            check_interrupted()
+            if isinstance(error, kres.KresError):
+                raise
+            # a converter's own write failed: a full disk, a size limit
             failure = write_failure(error)
             if failure is None:
                 raise
