@@ -1,5 +1,10 @@
-"""kres.analysis: gradient flow, residual ratios, Lipschitz bounds and the ODE view, on real
-digits and on cases small enough to check by hand."""
+"""kres.analysis: gradient flow, residual ratios, Lipschitz bounds, the ODE view, lesions,
+refinement, feature rank and robustness, on real digits and on cases small enough to check by
+hand."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -8,9 +13,13 @@ from matplotlib.figure import Figure
 
 import kres
 import kres.data
-from kres.analysis import (conv_gain, find_units, gradient_flow, lipschitz, ode_convergence,
-                           plot_gradient_flow, plot_lipschitz, plot_ode_convergence,
-                           plot_residual_ratios, residual_ratios)
+from kres.analysis import (conv_gain, effective_rank, feature_rank, find_units, gradient_flow,
+                           lesion, lipschitz, ode_convergence, plot_feature_rank,
+                           plot_gradient_flow, plot_lesion, plot_lipschitz, plot_ode_convergence,
+                           plot_refinement, plot_residual_ratios, plot_robustness, refinement,
+                           residual_ratios, robustness)
+from kres.analysis.chain import Chain
+from kres.analysis.dynamics import classification_loss
 
 GOLDEN = (1 + 5 ** 0.5) / 2  # the largest singular value of [[1, 1], [0, 1]]
 
@@ -257,3 +266,189 @@ def test_plot_ode_convergence_draws_distances_on_log_axes(digits):
     ax = plot_ode_convergence(result).axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), result["distances"][:-1])
+
+
+# --- Lesions --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lesions(identity_unit, digits):
+    return lesion(identity_unit[0], *digits, counts=(0, 1, 6), samples=2)
+
+
+def test_deleting_a_unit_whose_branch_is_zero_costs_nothing(lesions):
+    assert lesions["units"][1] == "conv2_block2"
+    assert lesions["unit_errors"][1] == lesions["error"]
+
+
+def test_routing_the_shortcut_of_a_zero_branch_unit_leaves_the_outputs_alone(identity_unit,
+                                                                             digits):
+    model, _ = identity_unit
+    chain = Chain(model)
+    intact = keras.ops.convert_to_numpy(model(digits[0], training=False))
+    deleted = keras.ops.convert_to_numpy(chain.run(digits[0], replace={1: "shortcut"}))
+    np.testing.assert_array_equal(deleted, intact)
+    other = keras.ops.convert_to_numpy(chain.run(digits[0], replace={0: "shortcut"}))
+    assert np.abs(other - intact).max() > 1e-3
+
+
+def test_lesion_counts_run_from_none_to_every_unit(lesions):
+    assert list(lesions["counts"]) == [0, 1, 6]
+    assert lesions["count_errors"][0] == lesions["error"]
+    assert lesions["count_spread"][0] == lesions["count_spread"][-1] == 0.0  # one way each
+    assert lesions["deleted_by"] == ["shortcut"] * 6
+
+
+def test_a_plain_unit_is_skipped_unless_it_changes_the_shape(digits):
+    result = lesion(digits_model("plain20"), *digits, counts=(0, 1))
+    assert result["deleted_by"] == ["skip"] * 3 + [None, "skip", "skip", None, "skip", "skip"]
+    assert np.isnan(result["unit_errors"][[3, 6]]).all()
+    assert np.isfinite(np.delete(result["unit_errors"], [3, 6])).all()
+
+
+def test_lesion_counts_beyond_the_deletable_units_are_rejected(identity_unit, digits):
+    with pytest.raises(kres.KresError, match=r"invalid counts \[7\]: .* integers from 0 to 6"):
+        lesion(identity_unit[0], *digits, counts=[7])
+
+
+# --- Iterative refinement -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def refined(identity_unit, digits):
+    return refinement(identity_unit[0], digits[0][:16], digits[1][:16])
+
+
+def test_a_zero_branch_has_no_refinement_cosine(refined):
+    assert refined["units"][1] == "conv2_block2"
+    assert np.isnan(refined["cosines"][1]).all() and np.isnan(refined["medians"][1])
+
+
+def test_refinement_measures_identity_shortcut_units_only(identity_unit, refined):
+    identity = [u.shortcut is u.input for u in find_units(identity_unit[0])]
+    measured = np.isfinite(refined["cosines"]).all(axis=1)
+    assert list(measured) == [i and n != 1 for n, i in enumerate(identity)]
+    assert refined["stages"] == [2, 2, 3, 3, 4, 4]
+    assert np.all(np.abs(refined["cosines"][measured]) <= 1)
+
+
+def test_the_refinement_cosine_has_the_sign_of_the_loss_change_along_the_branch(digits):
+    # A finite difference: moving unit conv2_block2's input x along F(x) lowers the loss
+    # exactly when cos(F(x), -dL/dx) > 0.
+    model = digits_model("preact_resnet110", depths=(3, 1, 1))
+    x, y = digits[0][:1], digits[1][:1]
+    result = refinement(model, x, y)
+    unit = find_units(model)[1]
+    chain = Chain(model)
+    inputs, branch = (keras.ops.convert_to_numpy(t) for t in
+                      keras.Model(model.inputs[0], [unit.input, unit.branch])(x))
+    loss = [float(classification_loss(model, y, chain.run(inputs + e * branch, start=1)))
+            for e in (-1e-3, 1e-3)]
+    assert result["cosines"][1, 0] != 0 and np.sign(result["cosines"][1, 0]) == np.sign(
+        loss[0] - loss[1])
+
+
+def test_refinement_needs_residual_units(digits):
+    with pytest.raises(kres.KresError, match="model 'plain20' has no residual unit with an "
+                                             "identity shortcut"):
+        refinement(digits_model("plain20"), *digits)
+
+
+# --- Feature rank ---------------------------------------------------------------------------
+
+
+def test_effective_rank_of_k_equal_singular_values_is_k():
+    assert effective_rank(np.diag([3.0, 3.0, 0.0])) == pytest.approx(2.0, rel=1e-12)
+    rng = np.random.default_rng(0)
+    (left, _), (right, _) = (np.linalg.qr(rng.standard_normal((n, 5))) for n in (50, 7))
+    assert effective_rank(left @ np.diag([2.0] * 5) @ right.T) == pytest.approx(5.0, rel=1e-9)
+    assert effective_rank(np.outer(np.arange(1, 5), np.arange(1, 8))) == pytest.approx(1.0)
+    assert effective_rank(np.zeros((3, 4))) == 0.0
+
+
+def test_centring_removes_the_shared_mean():
+    # Every row the same vector: rank 1 as it stands, nothing left once the mean is removed.
+    rows = np.tile(np.arange(1.0, 6.0), (4, 1))
+    assert effective_rank(rows) == pytest.approx(1.0) and effective_rank(rows, center=True) == 0
+
+
+def test_an_identity_unit_keeps_the_rank_of_its_input(identity_unit, digits):
+    result = feature_rank(identity_unit[0], digits[0])
+    assert result["ranks"][1] == result["ranks"][0]
+    assert result["batch"] == 64
+    assert np.all(result["ranks"] > 1) and np.all(result["ranks"] <= 64)
+
+
+# --- Robustness -----------------------------------------------------------------------------
+
+
+def test_fgsm_accuracy_on_a_linear_classifier_is_the_share_of_margins_above_eps_l1():
+    # Two classes, logits x @ W: FGSM moves x by eps * sign(w_other - w_true), which lowers
+    # the margin (w_true - w_other) . x by exactly eps * ||w_true - w_other||_1. PGD can do no
+    # better inside the same box: its sign never changes.
+    rng = np.random.default_rng(0)
+    kernel = rng.uniform(-0.01, 0.01, (4, 2)).astype("float32")
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, use_bias=False, name="predictions")(inputs))
+    model.get_layer("predictions").kernel.assign(kernel)
+    x = rng.uniform(-100, 100, (200, 4)).astype("float32")
+    y = rng.integers(0, 2, 200)
+    d = kernel[:, y].T - kernel[:, 1 - y].T
+    margins, l1 = np.sum(x * d, axis=1), np.abs(d).sum(axis=1)
+    epsilons = (0, 5, 20, 80)
+    result = robustness(model, x, y, epsilons, steps=4, pixel_range=(-1e9, 1e9))
+    expected = [np.mean(margins > e * l1) for e in epsilons]
+    np.testing.assert_allclose(result["fgsm"], expected, atol=1 / 200)
+    np.testing.assert_allclose(result["pgd"], expected, atol=1 / 200)
+    assert result["clean"] == expected[0] and np.all(np.diff(result["fgsm"]) <= 0)
+
+
+def test_attacks_of_epsilon_zero_leave_the_clean_accuracy(digits):
+    model = digits_model("resnet20")
+    result = robustness(model, digits[0][:16], digits[1][:16], epsilons=(0,), steps=2)
+    assert result["fgsm"][0] == result["pgd"][0] == result["clean"]
+
+
+def test_negative_epsilons_are_rejected(linear_network):
+    with pytest.raises(kres.KresError, match=r"invalid epsilons \[-1\]: accepted are "
+                                             "non-negative numbers"):
+        robustness(linear_network, np.zeros((1, 2)), [0], epsilons=[-1])
+
+
+def test_plots_of_lesion_refinement_rank_and_robustness_draw_the_numbers(lesions, refined,
+                                                                          identity_unit, digits):
+    errors = plot_lesion(lesions).axes[0].get_lines()[0].get_ydata()
+    np.testing.assert_array_equal(errors, lesions["unit_errors"])
+    medians = plot_refinement(refined).axes[0].get_lines()[0].get_ydata()
+    np.testing.assert_array_equal(medians, refined["medians"][np.isfinite(refined["medians"])])
+    ranks = feature_rank(identity_unit[0], digits[0][:8])
+    np.testing.assert_array_equal(plot_feature_rank(ranks).axes[0].get_lines()[0].get_ydata(),
+                                  ranks["ranks"])
+    attack = {"model": "m", "epsilons": np.array([0, 1]), "clean": 1.0, "fgsm": np.array([1, .5]),
+              "pgd": np.array([1, .25]), "steps": 3}
+    fgsm, pgd = plot_robustness(attack).axes[0].get_lines()
+    assert list(pgd.get_ydata()) == [1, .25] and pgd.get_label() == "m: PGD-3"
+
+
+# --- The same measurements on JAX -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_refinement_robustness_and_lesion_agree_on_jax(tmp_path, digits):
+    # Measured: the cosines agree to 8e-6, accuracies and errors exactly.
+    model = digits_model("resnet20")
+    x, y = digits[0][:16], digits[1][:16]
+    model.save_weights(tmp_path / "model.weights.h5")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    helper = os.path.join(os.path.dirname(__file__), "helpers", "jax_analysis.py")
+    done = subprocess.run([sys.executable, helper, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"},
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jax = np.load(tmp_path / "jax.npz")
+    attack = robustness(model, x, y, epsilons=(0, 4), steps=2)
+    np.testing.assert_allclose(jax["cosines"], refinement(model, x, y)["cosines"], atol=1e-4)
+    np.testing.assert_array_equal(jax["fgsm"], attack["fgsm"])
+    np.testing.assert_array_equal(jax["pgd"], attack["pgd"])
+    np.testing.assert_array_equal(jax["unit_errors"], lesion(model, x, y, counts=(0,))["unit_errors"])

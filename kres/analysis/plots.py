@@ -73,10 +73,69 @@ def plot_ode_convergence(results, title="Outputs converge as depth L grows with 
     return fig
 
 
+def plot_lesion(results, title="Deleting units of a trained network"):
+    """Left: test error with each unit deleted alone, against unit index, the intact network's
+    error dotted. Right: error against the number of units deleted at random (mean and spread).
+
+    >>> plot_lesion({"plain56": lesion(plain, x, y), "resnet56": lesion(resnet, x, y)})
+    """
+    fig, axes = _figure(2, title)
+    for i, (label, r) in enumerate(_labelled(results).items()):
+        color = f"C{i}"
+        axes[0].plot(np.arange(1, len(r["units"]) + 1), r["unit_errors"], marker=".",
+                     color=color, label=label)
+        axes[0].axhline(r["error"], color=color, linestyle=":", linewidth=0.8)
+        axes[1].errorbar(r["counts"], r["count_errors"], yerr=r["count_spread"], marker="o",
+                         color=color, capsize=3, label=label)
+    _decorate(axes[0], "unit deleted", "error")
+    _decorate(axes[1], "units deleted at random", "error")
+    return fig
+
+
+def plot_refinement(results, title="Cosine between each unit's F(x) and -dL/dx"):
+    """Per measured unit, the median cosine over the images with its inter-quartile range; above
+    zero the unit moves its input downhill on the loss."""
+    fig, (ax,) = _figure(1, title)
+    for i, (label, r) in enumerate(_labelled(results).items()):
+        index = np.arange(1, len(r["units"]) + 1)
+        measured = np.isfinite(r["medians"])
+        low, high = (np.array([np.nanpercentile(c, q) if np.isfinite(c).any() else np.nan
+                               for c in r["cosines"]]) for q in (25, 75))
+        ax.plot(index[measured], r["medians"][measured], marker=".", color=f"C{i}", label=label)
+        ax.fill_between(index[measured], low[measured], high[measured], color=f"C{i}", alpha=0.2)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    _decorate(ax, "unit", "cos(h F(x), -dL/dx)")
+    return fig
+
+
+def plot_feature_rank(results, title="Effective rank of each unit's outputs over the batch"):
+    """Effective rank against unit index, the batch size (the largest rank possible) dashed."""
+    fig, (ax,) = _figure(1, title)
+    labelled = _labelled(results)
+    for label, r in labelled.items():
+        ax.plot(np.arange(1, len(r["units"]) + 1), r["ranks"], marker=".", label=label)
+    batch = max(r["batch"] for r in labelled.values())
+    ax.axhline(batch, color="grey", linestyle="--", linewidth=0.8, label=f"batch ({batch})")
+    _decorate(ax, "unit", "effective rank")
+    return fig
+
+
+def plot_robustness(results, title="Accuracy under attack"):
+    """Accuracy against epsilon: FGSM solid, PGD dashed, one colour per model."""
+    fig, (ax,) = _figure(1, title)
+    for i, (label, r) in enumerate(_labelled(results).items()):
+        ax.plot(r["epsilons"], r["fgsm"], marker="o", color=f"C{i}", label=f"{label}: FGSM")
+        ax.plot(r["epsilons"], r["pgd"], marker="x", linestyle="--", color=f"C{i}",
+                label=f"{label}: PGD-{r['steps']}")
+    _decorate(ax, "epsilon (pixels, L-infinity)", "accuracy")
+    return fig
+
+
 def _labelled(results):
-    if isinstance(results, dict) and "units" not in results and "depths" not in results:
-        return results
-    return {results["model"]: results}
+    """One result (it names its model) or a dict of them by label."""
+    if isinstance(results, dict) and isinstance(results.get("model"), str):
+        return {results["model"]: results}
+    return results
 
 
 def _figure(panels, title):
