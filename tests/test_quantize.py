@@ -36,6 +36,10 @@ def images():
 @pytest.fixture(scope="module")
 def model():
     """A kres resnet20 for 16x16 digits with BatchNorm statistics that are not the identity."""
+    # Seeded: an unseeded untrained net sometimes ranked two classes almost equally on every
+    # image, and int8 rounding then flipped 5-6 % of them (seen once in CI). With seed 1 its
+    # logits' median top-1 margin is 9, against at most 0.26 between file and twin (measured).
+    keras.utils.set_random_seed(1)
     m = kres.build("resnet20", input_shape=(16, 16, 1), num_classes=10,
                    include_preprocessing=True)
     rng = np.random.default_rng(0)
