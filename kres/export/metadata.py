@@ -19,6 +19,8 @@ import dataclasses
 import io
 import zipfile
 
+from kres.export.tflite_graph import file_bytes
+
 METADATA_NAME = "TFLITE_METADATA"  # the name TFLite readers look the buffer up by
 LABELS_FILE = "labels.txt"
 # Every field written here exists since version 1.0.0 of metadata_schema.fbs (its history lists
@@ -130,11 +132,9 @@ def read(path_or_bytes) -> dict | None:
     """The image-classifier metadata of a .tflite file as a dict (None when it has none):
     ``name``, ``description``, ``min_parser_version``, ``labels``, and ``input`` with
     ``color_space``, ``normalization`` and ``range``. Parsed with the same generated schema."""
-    data = path_or_bytes
-    if not isinstance(data, (bytes, bytearray)):
-        with open(path_or_bytes, "rb") as f:
-            data = f.read()
     from tensorflow.lite.python import schema_py_generated as tflite_schema
+
+    data = file_bytes(path_or_bytes)
 
     s = _schema()
     model = tflite_schema.Model.GetRootAsModel(data, 0)

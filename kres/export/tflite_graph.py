@@ -80,12 +80,17 @@ def _names(enum):
     return {v: k for k, v in vars(getattr(schema(), enum)).items() if not k.startswith("_")}
 
 
+def file_bytes(path_or_bytes) -> bytes:
+    """The bytes of a .tflite file, given its path or its bytes."""
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return path_or_bytes
+    with open(path_or_bytes, "rb") as f:
+        return f.read()
+
+
 def read(path_or_bytes) -> Graph:
     """The first subgraph of a .tflite file (a path or its bytes)."""
-    data = path_or_bytes
-    if not isinstance(data, (bytes, bytearray)):
-        with open(path_or_bytes, "rb") as f:
-            data = f.read()
+    data = file_bytes(path_or_bytes)
     s = schema()
     model = s.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
