@@ -30,10 +30,15 @@ def _temporary(path: str) -> str:
 
 
 @contextlib.contextmanager
-def _replacing(path: str):
-    """A temporary name for ``path``, moved onto it when the block succeeds and removed when it
+def replacing(path: str):
+    """A temporary name for ``path`` (``.tmp-<pid>-<name>``, so it keeps ``path``'s extension,
+    which Keras and matplotlib read), moved onto it when the block succeeds and removed when it
     fails; a failing write (a full disk, a file-size limit, a read-only directory) is one
-    WriteError naming the path and the cause."""
+    WriteError naming the path and the cause. Every writer of kres goes through it.
+
+    >>> with replacing("curves.png") as tmp:
+    ...     figure.savefig(tmp)
+    """
     tmp = _temporary(path)
     try:
         yield tmp
@@ -48,7 +53,7 @@ def _replacing(path: str):
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    with _replacing(path) as tmp, open(tmp, "wb") as f:
+    with replacing(path) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -60,8 +65,16 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_save_model(model, path: str) -> None:
     """``model.save(path)`` without ever leaving a half-written ``path``."""
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         model.save(tmp)
+        fsync(tmp)
+
+
+def atomic_save_weights(model, path: str) -> None:
+    """``model.save_weights(path)`` (a ``.weights.h5`` file) without ever leaving a
+    half-written ``path``."""
+    with replacing(path) as tmp:
+        model.save_weights(tmp)
         fsync(tmp)
 
 

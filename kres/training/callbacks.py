@@ -16,7 +16,7 @@ import time
 import keras
 
 from kres.errors import ConfigError, TrainingError
-from kres.files import atomic_save_model, atomic_write_text, fsync
+from kres.files import atomic_save_model, atomic_save_weights, atomic_write_text, replacing
 from kres.rundir import read_history
 
 
@@ -69,10 +69,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         os.makedirs(self.directory, exist_ok=True)
         name = _weights_name(epoch + 1)
-        tmp = os.path.join(self.directory, f"tmp-{name}")
-        self.model.save_weights(tmp, overwrite=True)
-        fsync(tmp)
-        os.replace(tmp, os.path.join(self.directory, name))
+        atomic_save_weights(self.model, os.path.join(self.directory, name))
         atomic_write_text(self._state_path, json.dumps({"epoch": epoch + 1, "weights": name}))
         # Keep the previous epoch too: the hosts of a multi-host run, killed at one moment, can
         # be one commit apart and resume from the older one together.
@@ -189,7 +186,6 @@ def plot_curves(history: list[dict], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -139,7 +139,8 @@ def _lock(config: TrainConfig):
     config.check()  # a bad option fails before anything is made on disk
     run = config.run_dir().qat_run if config.qat else config.run_dir()
     with hold(run):
-        sweep(run.path, TEMPORARY)
+        for directory in (run.path, run.backup):  # a killed process's temporary files
+            sweep(directory, TEMPORARY)
         yield
 
 
