@@ -11,7 +11,7 @@ The plain recovery (``--resume``, or the same export again) then runs as a fresh
 the result is checked against the uninterrupted run.
 
     python tests/kill_harness.py --full                # every point: a table and a count line
-    python tests/kill_harness.py --sample 12 --seed 7  # what the test does, as a report
+    python tests/kill_harness.py --sample 10 --seed 7  # what the test does, as a report
     KRES_KILL_AT=N [KRES_KILL_TORN=1] KRES_KILL_EVENTS=FILE python tests/kill_harness.py -- \
         train ...                                      # one kres command, hooked
 
@@ -458,19 +458,27 @@ def leftovers(directory):
 # ------------------------------------------------------------------------------- a report
 
 
-def report(points, reference, workdir, out=sys.stdout):
-    """Try each point; print a table and the count line; return the outcomes."""
+def report(points, reference, workdir, jobs=1, out=sys.stdout):
+    """Try each point (``jobs`` at a time); print a table and the count line; return the
+    outcomes."""
+    from concurrent.futures import ThreadPoolExecutor
+
     print(f"{'point':<74} {'kill rc':>7} {'recovery':>8}  checks", file=out, flush=True)
     outcomes = []
-    for point in points:
-        outcome = try_point(point, reference, workdir)
-        outcomes.append(outcome)
-        checks = "passed" if outcome.recovered else "; ".join(outcome.problems)
-        print(f"{str(point)[:74]:<74} {outcome.kill_rc:>7} {outcome.recovery_rc!s:>8}  "
-              f"{checks} ({outcome.seconds:.0f} s)", file=out, flush=True)
+    with ThreadPoolExecutor(jobs) as pool:  # each point is two processes: threads suffice
+        tried = pool.map(lambda point: try_point(point, reference, workdir), points)
+        for point, outcome in zip(points, tried):
+            outcomes.append(outcome)
+            _row(point, outcome, out)
     recovered = sum(o.recovered for o in outcomes)
     print(f"{len(outcomes)} kill points tried, {recovered} recovered", file=out, flush=True)
     return outcomes
+
+
+def _row(point, outcome, out):
+    checks = "passed" if outcome.recovered else "; ".join(outcome.problems)
+    print(f"{str(point)[:74]:<74} {outcome.kill_rc:>7} {outcome.recovery_rc!s:>8}  "
+          f"{checks} ({outcome.seconds:.0f} s)", file=out, flush=True)
 
 
 def main(argv=None):
@@ -479,8 +487,9 @@ def main(argv=None):
         return run_hooked(argv[argv.index("--") + 1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true", help="every kill point")
-    p.add_argument("--sample", type=int, default=12, help="else this many points (default 12)")
+    p.add_argument("--sample", type=int, default=10, help="else this many points (default 10)")
     p.add_argument("--seed", type=int, help="of the sample (default: the time)")
+    p.add_argument("--jobs", type=int, default=1, help="points tried at a time (default 1)")
     p.add_argument("--workdir", help="where runs go (default: a new temporary directory)")
     args = p.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="kres-kill-")
@@ -488,13 +497,12 @@ def main(argv=None):
     reference = make_reference(tempfile.mkdtemp(prefix="reference-", dir=workdir))
     counts = {phase: sum(p.phase == phase for p in reference.points) for phase in PHASES}
     print(f"{len(reference.points)} kill points: {counts}", flush=True)
-    if args.full:
-        points = reference.points
-    else:
-        seed = int(time.time()) if args.seed is None else args.seed
-        print(f"sample of {args.sample}, seed {seed}", flush=True)
-        points = sample(reference.points, args.sample, random.Random(seed))
-    outcomes = report(points, reference, workdir)
+    seed = int(time.time()) if args.seed is None else args.seed
+    size = len(reference.points) if args.full else args.sample
+    print(f"{'all points' if args.full else f'sample of {size}'}, in the order of seed {seed}",
+          flush=True)
+    points = sample(reference.points, size, random.Random(seed))  # all phases early on
+    outcomes = report(points, reference, workdir, args.jobs)
     return 0 if all(o.recovered for o in outcomes) else 1
 
 

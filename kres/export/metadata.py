@@ -123,8 +123,11 @@ def append_files(flatbuffer: bytes, info: ImageClassifierInfo) -> bytes:
         return flatbuffer
     out = io.BytesIO()
     out.write(flatbuffer)
+    # A fixed date in the zip entry (zip's earliest, 1980-01-01), not the clock's: the same model
+    # exports to the same bytes, so a file's SHA-256 says which model it is.
+    entry = zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0))
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_FILE, "\n".join(info.labels) + "\n")
+        archive.writestr(entry, "\n".join(info.labels) + "\n")
     return out.getvalue()
 
 
