@@ -19,6 +19,7 @@ import pytest
 import kres.export
 from kres.errors import IntegrityError, KresError, LockedError, RunError, TrainingError, WriteError
 from kres.files import atomic_write_text, hold, lock_path
+from kres.rundir import Run
 from kres.saving import load_keras_model
 from kres.training import TrainConfig, train
 from kres.training.callbacks import Checkpoint
@@ -192,6 +193,35 @@ def test_resume_with_another_model_data_or_size_is_refused(run_copy, option, val
     one_line(error)
 
 
+def test_resume_refuses_a_typed_option_that_differs_from_the_run_even_at_its_default(run_copy,
+                                                                                     capsys):
+    from kres.cli import train as train_command
+
+    edit_json(run_copy / "config.json", lambda d: d["config"].update(model="resnet32"))
+    status = train_command.main(["--out", str(run_copy), "--resume", "--model", "resnet20"])
+    assert status == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "with other model='resnet20' (the run has 'resnet32')" in last, last
+
+
+def test_resume_takes_the_runs_values_for_options_left_out(run_copy):
+    from kres.training.loop import _saved_config
+
+    edit_json(run_copy / "config.json", lambda d: d["config"].update(model="resnet32"))
+    typed = {"out", "resume", "epochs"}  # kres train --out RUN --resume --epochs 2
+    config = TrainConfig(out=str(run_copy), resume=True, epochs=2)
+    resumed = _saved_config(Run(run_copy), config, typed)
+    assert resumed.model == "resnet32" and resumed.resume
+
+
+def test_resume_of_a_run_whose_dataset_has_other_classes_now_is_refused(run_copy):
+    edit_json(run_copy / "config.json", lambda d: d["resolved"].update(num_classes=9))
+    with pytest.raises(RunError, match=r"it was trained on 9 classes, and digits now has 10 "
+                                       r"\(0, 1, 2, 3, 4, 5, 6, 7, 8, 9\)") as error:
+        train(TrainConfig(out=str(run_copy), resume=True, verbose=0))
+    one_line(error)
+
+
 @pytest.mark.parametrize("damage, error_type, message", [
     (lambda run: (run / "config.json").write_text('{"config": {"model": '),
      RunError, "is not valid JSON"),
@@ -330,7 +360,7 @@ def test_a_training_that_hits_a_file_size_limit_is_one_line(tmp_path):
 # directory that is not an export), empty.keras (0 bytes), junk.keras and junk.png (text).
 BAD_COMMANDS = [
     ("train", "--model resnet5", 2, "unknown model 'resnet5'; closest names: resnet56"),
-    ("train", "--data nope", 1, "Unknown dataset 'nope'. Accepted: 'digits'"),
+    ("train", "--data nope", 2, "Unknown dataset 'nope'. Accepted: 'digits'"),
     ("train", "--data folder:{tmp}/none", 1, "does not exist; expected PATH/train/CLASS/IMAGE"),
     ("train", "--epochs 0", 2, "epochs=0 is invalid; accepted: a positive integer"),
     ("train", "--epochs 1.5", 2, "argument --epochs: invalid int value: '1.5'"),

@@ -49,6 +49,15 @@ def config_from(config_class, args, **values):
     return config_class(**values)
 
 
+def typed(parser, argv, config_class) -> set[str]:
+    """The fields of ``config_class`` whose options ``argv`` gives, even at their default value
+    (``--model resnet20`` is typed; a field left out is not). ``parser`` is a fresh parser of
+    the command, parsed again here with every default suppressed."""
+    names = [f.name for f in _fields(config_class, None, ())]
+    parser.set_defaults(**{name: argparse.SUPPRESS for name in names})
+    return set(vars(parser.parse_args(argv))) & set(names)
+
+
 def usage_error(prog, message) -> int:
     """Exit status 2 (argparse's for a usage error) after one line naming the option."""
     print(f"{prog}: error: {message}", file=sys.stderr)

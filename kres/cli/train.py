@@ -54,7 +54,7 @@ def _backend_option():
 def main(argv=None, prog=PROG) -> int:
     args = parse_args(argv, prog)
     from kres import KresError
-    from kres.cli.options import config_from, usage_error
+    from kres.cli.options import config_from, typed, usage_error
     from kres.training import TrainConfig, train
 
     config = config_from(TrainConfig, args, verbose=2 if args.quiet else "auto")
@@ -63,7 +63,7 @@ def main(argv=None, prog=PROG) -> int:
     except KresError as e:  # an option's value: a usage error
         return usage_error(prog, e)
     try:
-        result = train(_checked(config))
+        result = train(_checked(config), given=typed(parser(prog), argv, TrainConfig))
     except KresError as e:  # a user's mistake: no traceback
         print(f"{prog}: {e}", file=sys.stderr)
         return 1

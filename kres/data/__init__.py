@@ -13,7 +13,7 @@ Every pipeline yields RAW pixels (float32 NHWC in [0, 255]) and int32 labels; mo
 """
 
 from kres.data.pipeline import arrays, evaluation_view, info, load, mix
-from kres.data.sources import SPLITS, DataError, DataNotFoundError, DatasetInfo
+from kres.data.sources import SPLITS, DataError, DataNotFoundError, DatasetInfo, check_name
 
-__all__ = ["DataError", "DataNotFoundError", "DatasetInfo", "SPLITS", "arrays", "evaluation_view",
-           "info", "load", "mix"]
+__all__ = ["DataError", "DataNotFoundError", "DatasetInfo", "SPLITS", "arrays", "check_name",
+           "evaluation_view", "info", "load", "mix"]

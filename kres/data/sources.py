@@ -310,11 +310,18 @@ def open_source(name: str, data_dir: str | None = None):
         raise DataError(f"dataset name must be a string, got {name!r}")
     if name == "digits":
         return _digits()
-    kind, sep, rest = name.partition(":")
-    if sep and kind == "tfds" and rest:
+    kind, rest = check_name(name)
+    if kind == "tfds":
         return TfdsSource(rest, data_dir=data_dir)
-    if sep and kind == "folder" and rest:
-        return FolderSource(rest)
+    return FolderSource(rest)
+
+
+def check_name(name: str) -> tuple[str, str]:
+    """``(kind, rest)`` of a dataset name of a form kres knows (``digits``, ``tfds:NAME``,
+    ``folder:PATH``), without opening it; a one-line DataError listing the forms otherwise."""
+    kind, sep, rest = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if name == "digits" or (sep and kind in ("tfds", "folder") and rest):
+        return kind, rest
     raise DataError(
         f"Unknown dataset {name!r}. Accepted: 'digits' (embedded), 'tfds:NAME' "
         "(e.g. tfds:cifar10, tfds:imagenette/160px-v2, tfds:imagenet2012 with a data_dir) "

@@ -149,6 +149,7 @@ class TrainConfig:
         if self.image_size is not None and self.image_size < 8:
             bad("image_size", "at least 8 pixels")
         spec = get_spec(self.model)  # an unknown name raises KresError with the closest names
+        kdata.check_name(self.data)  # a form of dataset name kres does not know, not opened
         finetune.parse_freeze(self.freeze, len(spec.depths))
         if self.weights is not None:
             finetune.check_weights(self.model, self.weights)

@@ -111,8 +111,12 @@ def progress(verbose):
     return 1 if sys.stdout.isatty() else 2
 
 
-def train(config: TrainConfig) -> TrainResult:
+def train(config: TrainConfig, *, given=None) -> TrainResult:
     """Train `config.model` on `config.data`; write and return the run.
+
+    ``given``: the names of the options the user gave (the command line passes those typed),
+    which a resume refuses to change; by default, those that differ from TrainConfig's
+    defaults.
 
     The run directory gets config.json, history.csv, best.keras, final.keras, metrics.json,
     curves.png, logs/ (TensorBoard) and backup/ (the resumable checkpoint). Models take raw
@@ -122,7 +126,7 @@ def train(config: TrainConfig) -> TrainResult:
     >>> result.metrics["test_accuracy"]   # 0.99 after the default 30 epochs (seed 0)
     """
     with _lock(config):
-        prepared = prepare(config)
+        prepared = prepare(config, given)
         with _global_state(prepared):
             model = build(prepared)
             return fit(prepared, model)
@@ -144,10 +148,10 @@ def _lock(config: TrainConfig):
         yield
 
 
-def prepare(config: TrainConfig) -> Prepared:
+def prepare(config: TrainConfig, given=None) -> Prepared:
     """Check the config, join other hosts, choose the distribution, resolve the recipe, make the
     run directory (config.json) and the datasets. Bad options and data fail here, before any
-    model is built."""
+    model is built. ``given``: as for :func:`train`."""
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"train() takes a TrainConfig, got {type(config).__name__}")
     config.check()
@@ -157,13 +161,15 @@ def prepare(config: TrainConfig) -> Prepared:
         config, out = _qat_source(config), out.qat_run
     if config.resume:
         config = _saved_config(out, config if config.qat
-                               else dataclasses.replace(config, out=out.path))
+                               else dataclasses.replace(config, out=out.path), given)
     _check_run_dir(out, config.resume)
     if keras.backend.backend() == "jax":
         _hide_gpus_from_tensorflow()  # tf.data only; leave the accelerators to JAX
 
     plan = choose(config.distribute, process_id=process_id, num_processes=num_processes)
     meta = kdata.info(config.data, data_dir=config.data_dir)
+    if config.resume:
+        _check_classes(out, config, meta)
     recipe = resolve(dataclasses.replace(config, out=out.path), plan, meta)
     print(f"kres: {plan.describe()}")
 
@@ -367,8 +373,10 @@ def _qat_model(prepared: Prepared) -> keras.Model:
     return quantize.qat(prepared.config.run_dir(), images)
 
 
-def _saved_config(run: Run, config: TrainConfig) -> TrainConfig:
-    """On resume, the run continues with the config it was started with."""
+def _saved_config(run: Run, config: TrainConfig, given=None) -> TrainConfig:
+    """On resume, the run continues with the config it was started with. An option in
+    ``given`` (default: those that differ from TrainConfig's defaults) that differs from the
+    run's is refused when it is one of IDENTITY, ignored (and said so) otherwise."""
     if run.config is None:
         return config  # killed before anything was saved: this is a fresh start
     saved = _config_of(run)
@@ -376,10 +384,12 @@ def _saved_config(run: Run, config: TrainConfig) -> TrainConfig:
     keep = {name: getattr(config, name) for name in
             ("out", "verbose", "coordinator_address", "num_processes", "process_id", "multi_host")}
     keep["resume"] = True
-    defaults = TrainConfig()
-    given = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in keep
-             and getattr(config, f.name) != getattr(defaults, f.name)
-             and getattr(config, f.name) != getattr(saved, f.name)]
+    if given is None:
+        defaults = TrainConfig()
+        given = {f.name for f in dataclasses.fields(TrainConfig)
+                 if getattr(config, f.name) != getattr(defaults, f.name)}
+    given = [f.name for f in dataclasses.fields(TrainConfig) if f.name in given
+             and f.name not in keep and getattr(config, f.name) != getattr(saved, f.name)]
     differ = [name for name in IDENTITY if name in given]
     if differ:
         raise RunError(f"cannot resume {run.path!r} with other " + ", ".join(
@@ -390,6 +400,17 @@ def _saved_config(run: Run, config: TrainConfig) -> TrainConfig:
         ignored = ", ".join(f"{name}={getattr(config, name)!r}" for name in given)
         print(f"kres: resuming {run} with its saved config; ignoring {ignored}")
     return dataclasses.replace(saved, **keep)
+
+
+def _check_classes(run: Run, config: TrainConfig, meta) -> None:
+    """A RunError when the dataset has another number of classes than when the run started (a
+    class folder added or removed since): its checkpoint has another classifier."""
+    then = (run.resolved or {}).get("num_classes")
+    if then is not None and then != meta.num_classes:
+        raise RunError(f"cannot resume {run.path!r}: it was trained on {then} classes, and "
+                       f"{config.data} now has {meta.num_classes} "
+                       f"({', '.join(map(str, meta.class_names))}); restore the dataset's "
+                       "classes, or give another out directory for a new run")
 
 
 # What makes a run the run it is: resuming with another of these would train another model.
