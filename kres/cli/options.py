@@ -52,10 +52,12 @@ def config_from(config_class, args, **values):
 def typed(parser, argv, config_class) -> set[str]:
     """The fields of ``config_class`` whose options ``argv`` gives, even at their default value
     (``--model resnet20`` is typed; a field left out is not). ``parser`` is a fresh parser of
-    the command, parsed again here with every default suppressed."""
+    the command, parsed again here with every default a marker."""
     names = [f.name for f in _fields(config_class, None, ())]
-    parser.set_defaults(**{name: argparse.SUPPRESS for name in names})
-    return set(vars(parser.parse_args(argv))) & set(names)
+    left_out = object()  # not a string: argparse would run a string default through the type
+    parser.set_defaults(**dict.fromkeys(names, left_out))
+    parsed = vars(parser.parse_args(argv))
+    return {name for name in names if parsed.get(name, left_out) is not left_out}
 
 
 def usage_error(prog, message) -> int:
