@@ -238,21 +238,27 @@ class Reference:
 
 def make_reference(directory):
     """Train, fine-tune and export once, uninterrupted, recording each command's events."""
-    points = []
     for phase in PHASES:
         record = os.path.join(directory, f"events-{phase}.jsonl")
         done = kres_process(command(phase, directory), hooked=True, KRES_KILL_EVENTS=record)
         if done.returncode != 0:
             raise RuntimeError(f"the uninterrupted {phase} failed ({done.returncode}):\n"
                                + done.stderr[-3000:])
-        with open(record) as f:
+    with open(os.path.join(directory, EXPORT, PREVIOUS), "w") as f:
+        f.write("the export that was in --out before\n")
+    return read_reference(directory)
+
+
+def read_reference(directory):
+    """The reference :func:`make_reference` made in ``directory``, and its points."""
+    points = []
+    for phase in PHASES:
+        with open(os.path.join(directory, f"events-{phase}.jsonl")) as f:
             for line in f:
                 event = json.loads(line)
                 points.append(Point(phase, event["index"], event["name"]))
                 if event["tearable"]:
                     points.append(Point(phase, event["index"], event["name"], torn=True))
-    with open(os.path.join(directory, EXPORT, PREVIOUS), "w") as f:
-        f.write("the export that was in --out before\n")
     return Reference(directory, points)
 
 
@@ -325,7 +331,7 @@ def run_of(point, directory):
 def check_killed_run(point, directory, reference, problems):
     """After the kill: every file a reader takes as complete is complete (or absent). Returns
     the rows of history.csv the checkpoint had committed, which the recovery must keep."""
-    from kres.files import load_keras_archive
+    from kres.saving import load_keras_model
     from kres.training.callbacks import Checkpoint
 
     run = run_of(point, directory)
@@ -335,7 +341,7 @@ def check_killed_run(point, directory, reference, problems):
         committed = Checkpoint(run.backup).committed_epoch()
         for path in (run.best, run.final):
             if os.path.exists(path):
-                load_keras_archive(path)
+                load_keras_model(path)
     except Exception as error:  # noqa: BLE001 - any reader's refusal is the finding
         problems.append(f"after the kill, a file reads as damaged: {type(error).__name__}: "
                         f"{error}")
@@ -490,11 +496,13 @@ def main(argv=None):
     p.add_argument("--sample", type=int, default=10, help="else this many points (default 10)")
     p.add_argument("--seed", type=int, help="of the sample (default: the time)")
     p.add_argument("--jobs", type=int, default=1, help="points tried at a time (default 1)")
+    p.add_argument("--reference", help="a reference directory an earlier run made, to reuse")
     p.add_argument("--workdir", help="where runs go (default: a new temporary directory)")
     args = p.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="kres-kill-")
     os.makedirs(workdir, exist_ok=True)
-    reference = make_reference(tempfile.mkdtemp(prefix="reference-", dir=workdir))
+    reference = read_reference(args.reference) if args.reference else \
+        make_reference(tempfile.mkdtemp(prefix="reference-", dir=workdir))
     counts = {phase: sum(p.phase == phase for p in reference.points) for phase in PHASES}
     print(f"{len(reference.points)} kill points: {counts}", flush=True)
     seed = int(time.time()) if args.seed is None else args.seed
