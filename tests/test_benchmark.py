@@ -155,7 +155,7 @@ def test_peer_rows_without_torch_are_skipped_with_one_line():
                           timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
     assert proc.returncode == 0, proc.stderr[-2000:]
     reason, result = proc.stdout.strip().splitlines()
-    assert reason == ("peer rows skipped: torch is not installed (pip install 'kres[test]' "
+    assert reason == ("peer rows skipped: torch is not installed (pip install 'kres[bench]' "
                       "installs torch and timm)")
     assert result == repr({"skipped": reason})
 

@@ -8,8 +8,8 @@ keras.applications, predict vs a compiled function, XLA or not, TensorFlow and J
 (TFLite and ONNX latency and size per quantisation), pictures (``kres.predict`` over a folder of
 JPEG files vs the runtime alone on decoded pixels) and training (``kres.training.train`` vs a
 plain ``model.fit``, backends, XLA, precision; the main job's wall time), and peers (kres /
-timm on PyTorch, a PyTorch twin, onnxruntime on timm's ONNX: ``kres.bench.peers``). Every figure is the
-median of alternated runs; first compilations are reported apart. Backends are measured in
+timm on PyTorch, a PyTorch twin, onnxruntime on timm's ONNX: ``kres.bench.peers``). Every
+figure is the median of alternated runs; first compilations are reported apart. Backends are measured in
 child processes (Keras fixes its backend at import). ``kres benchmark`` is the command line.
 """
 

@@ -10,7 +10,7 @@ in every runtime (TensorFlow intra- and inter-op, ``torch.set_num_threads``, onn
 - deployment: kres' ONNX (onnxruntime) and TFLite (LiteRT) files, fp32 and int8, vs
   onnxruntime on timm's own ONNX export, per image and per batch of 32.
 
-Needs torch and timm (``pip install kres[test]``); without them :func:`unavailable` says why
+Needs torch and timm (``pip install kres[bench]``); without them :func:`unavailable` says why
 and the rows are skipped. Runs in a TensorFlow process of its own (threads are fixed before
 either runtime starts)."""
 
@@ -61,7 +61,7 @@ def unavailable() -> str | None:
         import_timm()
     except ImportError as error:
         return (f"peer rows skipped: {error.name or error} is not installed "
-                "(pip install 'kres[test]' installs torch and timm)")
+                "(pip install 'kres[bench]' installs torch and timm)")
     return None
 
 

@@ -1,7 +1,7 @@
 """The PyTorch side of the peer rows: timm (imported so that a torchvision built for another
 torch does not stop it) and a PyTorch twin of the CIFAR ResNets, which timm does not have.
 The benchmark and the tests share this one copy. Needs torch (and timm for ``import_timm``):
-``pip install kres[test]``."""
+``pip install kres[bench]``."""
 
 from __future__ import annotations
 
