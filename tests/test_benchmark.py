@@ -116,3 +116,59 @@ def test_training_profile_sums_op_time_by_op_type():
         (o["seconds"] for o in result["ops"]), reverse=True)
     backprop = next(o["op"] for o in result["ops"] if o["family"] == "Conv2DBackpropFilter")
     assert f"| {backprop} |" in report.ops(result)
+
+
+def test_pytorch_twin_of_resnet20_has_kres_parameter_count():
+    pytest.importorskip("torch")
+    import kres
+    from kres.bench.torch_peers import trainable_params, twin
+
+    for channels in (1, 3):
+        model = kres.build("resnet20", input_shape=(32, 32, channels), num_classes=10)
+        kres_params = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+        assert trainable_params(twin("resnet20", channels, 10)) == kres_params
+
+
+def test_peer_rows_are_kres_over_peer_from_figures_measured_alternated():
+    pytest.importorskip("torch")
+    from kres.bench import report
+    from kres.bench.common import in_backend
+
+    rows = in_backend("tensorflow", "peers.inference", models=["resnet18"], size=32,
+                      batches=[2], rounds=1, min_seconds=0.0, threads=1)
+    assert [(r["model"], r["batch"], r["peer"]) for r in rows] == [
+        ("resnet18", 2, "timm, PyTorch channels-last"), ("resnet18", 2, "timm, PyTorch contiguous")]
+    for row in rows:
+        assert positive(row["kres_per_second"]) and positive(row["peer_per_second"])
+        assert row["ratio"] == row["kres_per_second"] / row["peer_per_second"]
+        assert row["threads"] == 1 and row["kres"] == "kres, TensorFlow"
+    text = report.peers({"peers": {"threads": 1, "rows": rows}})
+    assert "pinned to 1 thread(s)" in text and f"| {rows[0]['ratio']:.2f} |" in text
+
+
+def test_peer_rows_without_torch_are_skipped_with_one_line():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from kres.bench import peers\n"
+            "print(peers.unavailable())\n"
+            "print(peers.measure('quick', 1, 0, 1, 32, 1))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reason, result = proc.stdout.strip().splitlines()
+    assert reason == ("peer rows skipped: torch is not installed (pip install 'kres[bench]' "
+                      "installs torch and timm)")
+    assert result == repr({"skipped": reason})
+
+
+def test_inference_profile_sums_op_time_and_rates_the_convolutions():
+    from kres.bench import profile_inference, report
+
+    result = profile_inference(model="resnet20", size=32, batch=4, steps=2, gemm=False)
+    assert math.isclose(sum(o["share"] for o in result["ops"]), 1.0)
+    convolutions = sum(o["count"] for o in result["ops"] if "Conv2D" in o["family"])
+    assert convolutions == 19 * 2  # resnet20's 19 convolutions, once per call
+    by_kernel = {c["kernel"]: c for c in result["convolutions"]}
+    assert set(by_kernel) == {"3x3", "dense"} and by_kernel["3x3"]["layers"] == 19
+    assert positive(by_kernel["3x3"]["gflops"])
+    text = report.ops(result)
+    assert "resnet20 inference, 32x32, batch 4" in text and "| 3x3 | 19 |" in text

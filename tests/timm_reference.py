@@ -2,9 +2,6 @@
 is downloaded) with random weights and random normalisation statistics, saved as the safetensors
 state dicts the Hugging Face Hub holds."""
 
-import sys
-import types
-
 import numpy as np
 import pytest
 
@@ -12,23 +9,14 @@ import randomise
 
 
 def import_timm():
-    """timm, or a skip when it is not installed.
-
-    timm imports torchvision. Where torchvision's compiled operators cannot load (a CUDA build of
-    torchvision beside a CPU build of torch), its import fails while registering kernels for those
-    operators (nms, roi_align, ...), which no ResNet uses; it is then imported without those
-    registrations."""
+    """timm (through kres' own import of it, which copes with a torchvision built for another
+    torch), or a skip when torch or timm is not installed."""
     try:
-        import timm
+        from kres.bench.torch_peers import import_timm as library_import
+
+        return library_import()
     except ImportError:
         pytest.skip("timm is not installed (pip install timm)")
-    except (RuntimeError, OSError):
-        for name in [n for n in sys.modules if n.split(".")[0] in ("timm", "torchvision")]:
-            del sys.modules[name]
-        for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-            sys.modules[name] = types.ModuleType(name)
-        import timm
-    return timm
 
 
 def create(name, seed=0, **kwargs):

@@ -14,17 +14,20 @@ def count_macs(model):
     """Multiply-accumulates of one forward pass of one image, counted from the model's own
     Conv2D and Dense layers (torchvision's and fvcore's convention: normalisation, pooling,
     activations and additions are not counted)."""
-    total = 0
-    for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, cout = layer.output.shape
-            kh, kw, cin_per_group, _ = layer.kernel.shape
-            if h is None or w is None:
-                raise ValueError("MACs need a fixed input size; build with a full input_shape")
-            total += h * w * kh * kw * cin_per_group * cout
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-    return int(total)
+    return int(sum(layer_macs(layer) for layer in _all_layers(model)))
+
+
+def layer_macs(layer) -> int:
+    """Multiply-accumulates of one layer for one image: a Conv2D's or a Dense layer's, else 0."""
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, cout = layer.output.shape
+        kh, kw, cin_per_group, _ = layer.kernel.shape
+        if h is None or w is None:
+            raise ValueError("MACs need a fixed input size; build with a full input_shape")
+        return h * w * kh * kw * cin_per_group * cout
+    if isinstance(layer, keras.layers.Dense):
+        return int(np.prod(layer.kernel.shape))
+    return 0
 
 
 def _all_layers(model):

@@ -3,12 +3,13 @@
 >>> result = kres.bench.run("quick", json_path="bench.json")
 >>> print(kres.bench.report.tables(result))
 
-Five tables: the machine (CPU, load, float32 GEMM rate), inference in Keras (kres vs
+Six tables: the machine (CPU, load, float32 GEMM rate), inference in Keras (kres vs
 keras.applications, predict vs a compiled function, XLA or not, TensorFlow and JAX), deployment
 (TFLite and ONNX latency and size per quantisation), pictures (``kres.predict`` over a folder of
 JPEG files vs the runtime alone on decoded pixels) and training (``kres.training.train`` vs a
-plain ``model.fit``, backends, XLA, precision; the main job's wall time). Every figure is the
-median of alternated runs; first compilations are reported apart. Backends are measured in
+plain ``model.fit``, backends, XLA, precision; the main job's wall time), and peers (kres /
+timm on PyTorch, a PyTorch twin, onnxruntime on timm's ONNX: ``kres.bench.peers``). Every
+figure is the median of alternated runs; first compilations are reported apart. Backends are measured in
 child processes (Keras fixes its backend at import). ``kres benchmark`` is the command line.
 """
 
@@ -22,10 +23,10 @@ import time
 from kres.bench import machine, report
 from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backend, loadavg
 
-TABLES = ("machine", "inference", "deploy", "predict", "training")
+TABLES = ("machine", "inference", "deploy", "predict", "training", "peers")
 
-__all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_training",
-           "report", "run"]
+__all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_inference",
+           "profile_training", "report", "run"]
 
 
 def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path=None,
@@ -79,6 +80,8 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
             with step("main job (resnet20 on digits, default recipe)"):
                 result["main_job"] = in_backend("tensorflow", "training.main_job",
                                                 epochs=suite.main_job_epochs or None)
+    if "peers" in tables:
+        result["peers"] = _peers(suite, step, log)
     result["machine"]["load_end"] = loadavg()
     result["seconds"] = step.seconds
     log(f"done in {sum(step.seconds.values()):.0f} s; load average "
@@ -88,10 +91,41 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
     return result
 
 
+def _peers(suite, step, log) -> dict:
+    """The peer rows (kres.bench.peers) of ``suite``, or {"skipped": why}."""
+    from kres.bench import peers
+
+    if peers.PEER_SUITES.get(suite.name) is None:
+        result = {"skipped": f"the {suite.name} suite has no peer rows (quick and full have)"}
+    else:
+        with step("peers (timm on PyTorch, onnxruntime on timm's ONNX, PyTorch twins)"):
+            result = in_backend("tensorflow", "peers.measure", suite=suite.name,
+                                rounds=suite.rounds, min_seconds=suite.min_seconds,
+                                training_steps=suite.training_steps,
+                                deploy_size=suite.deploy_size,
+                                calibration_samples=suite.calibration_samples)
+    if "skipped" in result:
+        log(result["skipped"])
+    return result
+
+
 def profile_training(*, json_path=None, **kwargs) -> dict:
     """:func:`kres.bench.profile.training_ops` (``kwargs``: model, size, batch, steps,
     inter_op_threads) in a TensorFlow process of its own; also written to ``json_path``."""
     result = in_backend("tensorflow", "profile.training_ops", **kwargs)
+    if json_path:
+        _write_json(json_path, result)
+    return result
+
+
+def profile_inference(*, json_path=None, gemm=True, **kwargs) -> dict:
+    """:func:`kres.bench.profile.inference_ops` (``kwargs``: model, size, batch, steps,
+    inter_op_threads) in a TensorFlow process of its own, its convolutions compared with this
+    machine's float32 GEMM rate (measured first, unless ``gemm`` is False); also written to
+    ``json_path``."""
+    if gemm:
+        kwargs["gemm_gflops"] = machine.gemm_rate()["gflops"]
+    result = in_backend("tensorflow", "profile.inference_ops", **kwargs)
     if json_path:
         _write_json(json_path, result)
     return result

@@ -24,6 +24,9 @@ def machine(result) -> str:
             ("load average at end", m.get("load_end")),
             ("suite", f"{result['suite']['name']}: each figure the median of "
                       f"{result['suite']['rounds']} alternated runs")]
+    versions = (result.get("peers") or {}).get("versions")
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
     seconds = result.get("seconds") or {}
     if seconds:
         rows.append(("wall time", f"{sum(seconds.values()):.0f} s: " + "; ".join(
@@ -99,6 +102,13 @@ def targets(result) -> str:
         if r["model"] == "resnet20":
             rows.append((f"kres.predict over JPEGs, {r['model']} {r['file']}, of the runtime "
                          "alone", ">= 70%", f"{r['vs_runtime']:.0%}"))
+    peer_rows = [r for r in (result.get("peers") or {}).get("rows", [])
+                 if r["table"] in ("inference", "training")]
+    if peer_rows:
+        low = min(peer_rows, key=lambda r: r["ratio"])
+        rows.append(("kres / timm-on-PyTorch (or PyTorch twin), every inference and training "
+                     "row", ">= 1.00", f"{low['ratio']:.2f} (lowest of {len(peer_rows)}: "
+                     f"{low['model']} b{low['batch']}, {low['kres']} vs {low['peer']})"))
     for r in result.get("deploy", []):
         if r["quantization"] == "int8":
             rows.append((f"{r['model']} {r['format']} int8 vs fp32 latency", "faster",
@@ -109,19 +119,44 @@ def targets(result) -> str:
 
 
 def ops(profile, top=12) -> str:
-    """:func:`kres.bench.profile.training_ops` as a table: the ``top`` op types by time."""
+    """:func:`kres.bench.profile.training_ops` or ``inference_ops`` as tables: the ``top`` op
+    types by time (and, for inference, the convolutions' achieved GFLOP/s)."""
     rows = [(o["op"], f"{o['seconds']:.3f}", f"{o['share']:.1%}", o["count"])
             for o in profile["ops"][:top]]
     rest = profile["ops"][top:]
     if rest:
         rows.append((f"{len(rest)} other op types", f"{sum(o['seconds'] for o in rest):.3f}",
                      f"{sum(o['share'] for o in rest):.1%}", sum(o["count"] for o in rest)))
-    heading = (f"{profile['model']} training, {profile['size']}x{profile['size']}, batch "
-               f"{profile['batch']}, {profile['steps']} steps of model.fit, "
-               f"{profile['inter_op_threads'] or 'default'} inter-op thread(s): "
-               f"{profile['op_seconds']:.2f} s of op time in {profile['wall_seconds']:.2f} s "
-               "(profiled, so slower than unprofiled)")
-    return heading + "\n\n" + _table(("op", "seconds", "share of op time", "calls"), rows)
+    if profile.get("task") == "inference":
+        heading = (f"{profile['model']} inference, {profile['size']}x{profile['size']}, batch "
+                   f"{profile['batch']}, {profile['steps']} calls of a compiled function")
+    else:
+        heading = (f"{profile['model']} training, {profile['size']}x{profile['size']}, batch "
+                   f"{profile['batch']}, {profile['steps']} steps of model.fit")
+    heading += (f", {profile['inter_op_threads'] or 'default'} inter-op thread(s): "
+                f"{profile['op_seconds']:.2f} s of op time in {profile['wall_seconds']:.2f} s "
+                "(profiled, so slower than unprofiled)")
+    text = heading + "\n\n" + _table(("op", "seconds", "share of op time", "calls"), rows)
+    if profile.get("convolutions"):
+        text += "\n\nConvolutions and the classifier's matrix product, by kernel:\n\n" + _table(
+            ("kernel", "layers", "GMACs", "seconds", "GFLOP/s", "of GEMM rate"),
+            [(c["kernel"], c["layers"], f"{c['gmacs']:.1f}", f"{c['seconds']:.3f}",
+              _f(c["gflops"]), _f(c.get("of_gemm"), "{:.0%}")) for c in profile["convolutions"]])
+    return text
+
+
+def peers(result) -> str:
+    """kres.bench.peers' rows: kres / peer from alternated runs (above 1: kres is faster)."""
+    p = result["peers"]
+    if "skipped" in p:
+        return p["skipped"]
+    rows = [(r["table"], r["model"], f"{r['image_size']}px b{r['batch']}", r["kres"], r["peer"],
+             _f(r["kres_per_second"]), _f(r["peer_per_second"]), _f(r["ratio"], "{:.2f}"))
+            for r in p["rows"]]
+    return (f"Every runtime pinned to {p['threads']} thread(s); images/s, each pair measured "
+            f"alternated in one process.\n\n" + _table(
+                ("table", "model", "input", "kres", "peer", "kres images/s", "peer images/s",
+                 "kres / peer"), rows))
 
 
 def tables(result) -> str:
@@ -129,7 +164,8 @@ def tables(result) -> str:
     parts = [("Machine", machine)]
     parts += [(title, f) for key, title, f in (
         ("inference", "Inference (Keras)", inference), ("deploy", "Deployment", deploy),
-        ("predict", "Pictures (kres.predict)", pictures), ("training", "Training", training))
+        ("predict", "Pictures (kres.predict)", pictures), ("training", "Training", training),
+        ("peers", "Peers (kres / timm on PyTorch, onnxruntime)", peers))
         if key in result]
     parts.append(("Targets", targets))
     return "\n\n".join(f"## {title}\n\n{f(result)}" for title, f in parts)

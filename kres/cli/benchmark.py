@@ -5,6 +5,7 @@
     kres benchmark --suite full --json bench.json # for reports
     kres benchmark --tables training --backends tensorflow --main-job
     kres benchmark --profile-training             # op-by-op time of resnet20 training
+    kres benchmark --profile-inference            # op-by-op time of ResNet-50 b32 inference
 
 Prints the machine (CPU, load average at start and end, float32 GEMM rate), then inference,
 deployment and training tables; every figure is the median of alternated runs. A thin command
@@ -24,7 +25,7 @@ def main(argv=None, prog=PROG) -> int:
 
     native.import_tensorflow()
     from kres import KresError
-    from kres.bench import SUITES, TABLES, profile_training, report, run
+    from kres.bench import SUITES, TABLES, profile_inference, profile_training, report, run
     from kres.bench.common import BACKENDS
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
@@ -43,10 +44,17 @@ def main(argv=None, prog=PROG) -> int:
     p.add_argument("--profile-training", action="store_true",
                    help="instead of the suite: profile resnet20 training steps (TensorFlow) "
                         "and print their op time by op type")
+    p.add_argument("--profile-inference", action="store_true",
+                   help="instead of the suite: profile ResNet-50 batch-32 inference "
+                        "(TensorFlow) and print its op time by op type and its convolutions' "
+                        "GFLOP/s against the machine's GEMM rate")
     args = p.parse_args(argv)
     try:
         if args.profile_training:
             print(report.ops(profile_training(json_path=args.json)))
+            return 0
+        if args.profile_inference:
+            print(report.ops(profile_inference(json_path=args.json)))
             return 0
         result = run(args.suite, tables=args.tables, backends=args.backends,
                      main_job=args.main_job, json_path=args.json)
