@@ -125,6 +125,7 @@ class OnnxInt8:
         self._tmp = tempfile.TemporaryDirectory()
         self.float_path = os.path.join(self._tmp.name, "float.onnx")
         self.prepared = os.path.join(self._tmp.name, "prepared.onnx")
+        self._quantized = {}  # setting: its quantised file (see quantized)
         onnx_edit.save(_graph(model, opset, graph), self.float_path)
         quant_pre_process(self.float_path, self.prepared)
 
@@ -165,11 +166,21 @@ class OnnxInt8:
                         nodes_to_exclude=list(keep_float), calibrate_method=method)
         return path
 
+    def quantized(self, *, per_channel=True, keep_float=(), calibration="minmax"):
+        """:meth:`quantize` into this quantizer's directory, once per setting: the per-layer
+        error measurement and the search's first try both need the default setting's file, and
+        each quantisation calibrates on every calibration image again."""
+        key = (per_channel, tuple(keep_float), calibration)
+        if key not in self._quantized:
+            raw = os.path.join(self._tmp.name, f"quantized-{len(self._quantized)}.onnx")
+            self._quantized[key] = self.quantize(raw, per_channel=per_channel,
+                                                 keep_float=keep_float, calibration=calibration)
+        return self._quantized[key]
+
     def write(self, path, *, per_channel=True, keep_float=(), calibration="minmax"):
         """Quantise, tidy and write ``path`` (atomically)."""
-        raw = os.path.join(self._tmp.name, "quantized.onnx")
-        self.quantize(raw, per_channel=per_channel, keep_float=keep_float,
-                      calibration=calibration)
+        raw = self.quantized(per_channel=per_channel, keep_float=keep_float,
+                             calibration=calibration)
         return write_quantized(raw, path)
 
 

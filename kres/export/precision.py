@@ -272,7 +272,7 @@ def _onnx_errors(quantizer: OnnxInt8):
     from onnxruntime.quantization import qdq_loss_debug
 
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = quantizer.quantize(os.path.join(tmp, "baseline.onnx"))
+        baseline = quantizer.quantized()  # the default setting: the search's first try
         augmented = os.path.join(tmp, "augmented.onnx")
         qdq_loss_debug.modify_model_output_intermediate_tensors(baseline, augmented)
         activations = qdq_loss_debug.collect_activations(
