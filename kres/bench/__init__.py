@@ -19,10 +19,10 @@ import json
 import sys
 import time
 
-from kres.bench import machine, report
+from kres.bench import export_cost, machine, report
 from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backend, loadavg
 
-TABLES = ("machine", "inference", "deploy", "predict", "training")
+TABLES = ("machine", "inference", "deploy", "predict", "training", "export")
 
 __all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_training",
            "report", "run"]
@@ -79,6 +79,10 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
             with step("main job (resnet20 on digits, default recipe)"):
                 result["main_job"] = in_backend("tensorflow", "training.main_job",
                                                 epochs=suite.main_job_epochs or None)
+    export_rows = export_cost.ROWS.get(suite.name, ())
+    if "export" in tables and export_rows:
+        with step("export cost (kres.export.export, every format)"):
+            result["export"] = export_cost.measure(export_rows)
     result["machine"]["load_end"] = loadavg()
     result["seconds"] = step.seconds
     log(f"done in {sum(step.seconds.values()):.0f} s; load average "
