@@ -172,3 +172,21 @@ def test_inference_profile_sums_op_time_and_rates_the_convolutions():
     assert positive(by_kernel["3x3"]["gflops"])
     text = report.ops(result)
     assert "resnet20 inference, 32x32, batch 4" in text and "| 3x3 | 19 |" in text
+
+
+def test_export_cost_table_has_a_row_per_step_and_the_total_with_peak_memory(manifest):
+    from kres.bench import export_cost, report
+
+    seconds = manifest.data["seconds"]
+    row = {"model": "resnet20", "image_size": 32, "calibration_samples": 200,
+           "seconds": seconds, "artifacts": {a["path"]: a["seconds"] for a in manifest.artifacts},
+           "tries": {a["path"]: len(a["int8"]["tries"]) for a in manifest.artifacts
+                     if "int8" in a},
+           "peak_memory_bytes": export_cost.peak_memory(), "load_start": None, "load_end": None}
+    lines = report.export_cost({"export": [row]}).splitlines()[2:]
+    steps = [k for k in seconds if k != "total"]
+    assert [line.split(" | ")[1] for line in lines] == [*steps, "**total**"]
+    assert f"| {seconds['total']:.1f} | 100% | peak memory " in lines[-1]
+    int8 = next(line for line in lines if "_int8.tflite" in line)
+    assert "calibration " in int8 and " int8 tr" in int8
+    assert row["peak_memory_bytes"] > 0

@@ -658,3 +658,40 @@ def test_features_only_backbone_exports_with_one_named_output_per_stage(tmp_path
             assert got[name].shape == expected[name].shape
         if artifact["quantization"] == "fp32":
             assert max(np.abs(got[n] - expected[n]).max() for n in names) <= 1e-4
+
+
+EXPORT_STEPS = ("model", "held_out_images", "keras_outputs", "keras_latency", "total")
+
+
+def test_manifest_times_every_step_and_they_add_up_to_the_total(manifest):
+    seconds = manifest.data["seconds"]
+    names = [a["path"] for a in manifest.artifacts]
+    assert set(seconds) == {*EXPORT_STEPS, *names}
+    assert all(s > 0 for s in seconds.values()), seconds
+    total = seconds.pop("total")
+    assert sum(seconds.values()) == pytest.approx(total, rel=0.01, abs=0.01)
+    for a in manifest.artifacts:
+        steps = a["seconds"]
+        int8 = a["quantization"] == "int8"
+        first = ({"calibration"} if a["format"] == "tflite" else {"preparation"}) if int8 \
+            else {"conversion"}
+        assert first | {"latency"} | ({"layer_errors", "tries"} if int8 else {"verification"}) \
+            <= set(steps), (a["path"], steps)
+        assert all(steps[k] > 0 for k in first | {"latency"}) and min(steps.values()) >= 0
+        assert sum(steps.values()) == pytest.approx(seconds[a["path"]], rel=0.01, abs=0.01)
+        if int8:
+            tries = [t["seconds"] for t in a["int8"]["tries"]]
+            assert all(t > 0 for t in tries)
+            assert sum(tries) == pytest.approx(steps["tries"], abs=0.001 * len(tries))
+
+
+@pytest.mark.parametrize("format,quantization", ARTIFACTS)
+def test_batched_verification_gives_the_per_image_outputs(manifest, format, quantization,
+                                                          held_out):
+    runner = kres.export.load(manifest.artifact(format, quantization))
+    batched, one_by_one = runner.predict(held_out[0]), runner.predict(held_out[0], batch_size=1)
+    assert (batched.argmax(1) == one_by_one.argmax(1)).all()
+    if format == "saved_model":  # TensorFlow's kernels sum in another order for a batch
+        np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
+    else:  # LiteRT (resized to the batch) and onnxruntime: the same bits
+        np.testing.assert_array_equal(batched, one_by_one)

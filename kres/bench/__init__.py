@@ -20,10 +20,10 @@ import json
 import sys
 import time
 
-from kres.bench import machine, report
+from kres.bench import export_cost, machine, report
 from kres.bench.common import SUITES, BenchmarkError, Suite, get_suite, in_backend, loadavg
 
-TABLES = ("machine", "inference", "deploy", "predict", "training", "peers")
+TABLES = ("machine", "inference", "deploy", "predict", "training", "peers", "export")
 
 __all__ = ["BenchmarkError", "SUITES", "Suite", "TABLES", "get_suite", "profile_inference",
            "profile_training", "report", "run"]
@@ -82,6 +82,10 @@ def run(suite="quick", *, tables=TABLES, backends=None, main_job=None, json_path
                                                 epochs=suite.main_job_epochs or None)
     if "peers" in tables:
         result["peers"] = _peers(suite, step, log)
+    export_rows = export_cost.ROWS.get(suite.name, ())
+    if "export" in tables and export_rows:
+        with step("export cost (kres.export.export, every format)"):
+            result["export"] = export_cost.measure(export_rows)
     result["machine"]["load_end"] = loadavg()
     result["seconds"] = step.seconds
     log(f"done in {sum(step.seconds.values()):.0f} s; load average "

@@ -165,7 +165,27 @@ def tables(result) -> str:
     parts += [(title, f) for key, title, f in (
         ("inference", "Inference (Keras)", inference), ("deploy", "Deployment", deploy),
         ("predict", "Pictures (kres.predict)", pictures), ("training", "Training", training),
-        ("peers", "Peers (kres / timm on PyTorch, onnxruntime)", peers))
-        if key in result]
+        ("peers", "Peers (kres / timm on PyTorch, onnxruntime)", peers),
+        ("export", "Export cost (kres.export.export)", export_cost)) if key in result]
     parts.append(("Targets", targets))
     return "\n\n".join(f"## {title}\n\n{f(result)}" for title, f in parts)
+
+
+def export_cost(result) -> str:
+    """One row per exported model and step: the step's seconds (an artifact's split by its own
+    steps), then the whole export's total and peak memory."""
+    rows = []
+    for r in result["export"]:
+        model = f"{r['model']} {r['image_size']}px"
+        seconds = dict(r["seconds"])
+        total = seconds.pop("total")
+        for step, s in seconds.items():
+            split = "; ".join(f"{k} {v:.1f}" for k, v in r["artifacts"].get(step, {}).items())
+            if step in r["tries"]:
+                split += f" ({r['tries'][step]} int8 tr{'ies' if r['tries'][step] > 1 else 'y'})"
+            rows.append((model, step, f"{s:.1f}", f"{s / total:.0%}", split))
+        memory = r["peak_memory_bytes"]
+        rows.append((model, "**total**", f"{total:.1f}", "100%",
+                     f"peak memory {_f(memory and memory / 2**30, '{:.1f}')} GiB; load "
+                     f"{r['load_start']} -> {r['load_end']}"))
+    return _table(("model", "step", "seconds", "share", "split (seconds)"), rows)

@@ -4,7 +4,9 @@ Per artifact: file, format, quantisation, bytes and SHA-256; its input and outpu
 compared with the Keras model (max |difference|, top-1 agreement, accuracy); for int8 files the
 settings tried and the worst layers; for TFLite files the embedded metadata; and its latency
 with the CPU, runtime, delegate and threads it was measured with; for TFLite and ONNX files the
-deployment report (:mod:`kres.export.deployment`: what runs on which accelerator, what it costs).
+deployment report (:mod:`kres.export.deployment`: what runs on which accelerator, what it costs);
+and ``seconds``, the wall time of each of its steps. The export's own ``seconds``: each step of
+the whole export (one per artifact) and their total (:mod:`kres.export.timing`).
 """
 
 from __future__ import annotations

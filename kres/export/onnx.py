@@ -69,23 +69,33 @@ def onnx_graph(model, opset=17):
     return proto
 
 
+def _graph(model, opset, graph):
+    """A copy of ``graph`` (callers edit it), or the model converted when there is none."""
+    if graph is None:
+        return onnx_graph(model, opset)
+    copy = type(graph)()
+    copy.CopyFrom(graph)
+    return copy
+
+
 def to_onnx(model, path, quantization="fp32", *, calibration=None, opset=17, per_channel=True,
-            keep_float=()):
+            keep_float=(), graph=None):
     """Write ``model`` as an ONNX file: input named like the Keras input, dynamic batch ``batch``,
     outputs named like the Keras output layers; NHWC like the Keras model.
 
     ``int8``: onnxruntime static quantisation in QDQ format (uint8 activations, int8 weights,
     ``reduce_range``: see :class:`OnnxInt8`), calibrated on ``calibration`` (real images, as the
-    model takes them); ``keep_float`` names nodes to leave in float.
+    model takes them); ``keep_float`` names nodes to leave in float. ``graph``: the model's
+    graph already converted (`onnx_graph`), which is then copied instead of converted again.
 
     >>> kres.export.to_onnx(model, "m.onnx")
     >>> kres.export.to_onnx(model, "m_int8.onnx", "int8", calibration=x)
     """
     check_choice("quantization", quantization, ONNX_QUANTIZATIONS)
     if quantization == "int8":
-        with OnnxInt8(model, calibration, opset) as quantizer:
+        with OnnxInt8(model, calibration, opset, graph) as quantizer:
             return quantizer.write(path, per_channel=per_channel, keep_float=keep_float)
-    proto = onnx_graph(model, opset)
+    proto = _graph(model, opset, graph)
     onnx_edit.shorten_names(proto)
     onnx_edit.save(proto, os.fspath(path))
     return os.fspath(path)
@@ -106,7 +116,7 @@ class OnnxInt8:
     resnet20 but were 1.6x slower there and agreed on only 88 % with a digits resnet18.
     """
 
-    def __init__(self, model, calibration, opset=17):
+    def __init__(self, model, calibration, opset=17, graph=None):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.calibration = check_calibration(calibration, model)
@@ -115,7 +125,8 @@ class OnnxInt8:
         self._tmp = tempfile.TemporaryDirectory()
         self.float_path = os.path.join(self._tmp.name, "float.onnx")
         self.prepared = os.path.join(self._tmp.name, "prepared.onnx")
-        onnx_edit.save(onnx_graph(model, opset), self.float_path)
+        self._quantized = {}  # setting: its quantised file (see quantized)
+        onnx_edit.save(_graph(model, opset, graph), self.float_path)
         quant_pre_process(self.float_path, self.prepared)
 
     def __enter__(self):
@@ -155,11 +166,21 @@ class OnnxInt8:
                         nodes_to_exclude=list(keep_float), calibrate_method=method)
         return path
 
+    def quantized(self, *, per_channel=True, keep_float=(), calibration="minmax"):
+        """:meth:`quantize` into this quantizer's directory, once per setting: the per-layer
+        error measurement and the search's first try both need the default setting's file, and
+        each quantisation calibrates on every calibration image again."""
+        key = (per_channel, tuple(keep_float), calibration)
+        if key not in self._quantized:
+            raw = os.path.join(self._tmp.name, f"quantized-{len(self._quantized)}.onnx")
+            self._quantized[key] = self.quantize(raw, per_channel=per_channel,
+                                                 keep_float=keep_float, calibration=calibration)
+        return self._quantized[key]
+
     def write(self, path, *, per_channel=True, keep_float=(), calibration="minmax"):
         """Quantise, tidy and write ``path`` (atomically)."""
-        raw = os.path.join(self._tmp.name, "quantized.onnx")
-        self.quantize(raw, per_channel=per_channel, keep_float=keep_float,
-                      calibration=calibration)
+        raw = self.quantized(per_channel=per_channel, keep_float=keep_float,
+                             calibration=calibration)
         return write_quantized(raw, path)
 
 

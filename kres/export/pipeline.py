@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from importlib import metadata as package_metadata
 
 import numpy as np
@@ -30,6 +31,7 @@ from kres.export import qat as qat_convert
 from kres.export.config import APPLIES, ExportConfig
 from kres.export.manifest import MANIFEST, Manifest
 from kres.export.runners import KerasRunner, load
+from kres.export.timing import Stopwatch
 from kres.files import (atomic_write_text, check_interrupted, hold, sha256_of, size_of, sweep,
                         write_failure)
 from kres.machine import cpu_info
@@ -66,10 +68,22 @@ class Job:
     held_out: HeldOut
     expected: object  # the Keras model's outputs on the held-out images (a dict: several)
     classifier: tflite_metadata.ImageClassifierInfo | None  # what TFLite files tell an app
+    workdir: str  # a temporary directory for what the converters share
 
     @functools.cached_property
     def fp32_limit(self) -> float:
         return self.config.tolerances.fp32_limit(self.expected)
+
+    @functools.cached_property
+    def saved_model(self) -> str:
+        """The model's SavedModel, written once: the SavedModel artifact and every TFLite
+        conversion start from it."""
+        return savedmodel.to_saved_model(self.model, os.path.join(self.workdir, "saved_model"))
+
+    @functools.cached_property
+    def onnx_graph(self):
+        """The model's ONNX graph, converted once for the fp32 and int8 ONNX files."""
+        return onnx.onnx_graph(self.model, self.config.opset)
 
 
 def export(model, out, config=None, **options):
@@ -117,35 +131,46 @@ def export(model, out, config=None, **options):
 
 
 def _export(model, out, config):
-    model, source, run = resolve_model(model, config)
-    if config.data is None and run is not None and run.data is not None:
-        config = config.replace(data=run.data.name, data_dir=config.data_dir or run.data.data_dir)
-    held_out = held_out_images(model, config)
-    if not is_classifier(model):  # feature maps: class labels say nothing about them
-        held_out.labels = held_out.truth = None
-    plan = _plan(config, held_out)
-    reference = KerasRunner(model)
-    expected = reference.predict(held_out.images)
-    if is_qat(model):  # int8 from the model's own ranges; float model beside it
-        plan = qat_convert.plan(plan, config.quantize is not None, config.io)
-        source["float_model"] = qat_convert.float_reference(source, held_out, expected)
-    job = Job(model, config, source, held_out, expected,
-              classifier_metadata(model, held_out.labels) if config.metadata else None)
+    clock, start = Stopwatch(), time.perf_counter()
+    with clock("model"):
+        model, source, run = resolve_model(model, config)
+        if config.data is None and run is not None and run.data is not None:
+            config = config.replace(data=run.data.name,
+                                    data_dir=config.data_dir or run.data.data_dir)
+    with clock("held_out_images"):
+        held_out = held_out_images(model, config)
+        if not is_classifier(model):  # feature maps: class labels say nothing about them
+            held_out.labels = held_out.truth = None
+        plan = _plan(config, held_out)
+    with clock("keras_outputs"):
+        reference = KerasRunner(model)
+        expected = reference.predict(held_out.images)
+        if is_qat(model):  # int8 from the model's own ranges; float model beside it
+            plan = qat_convert.plan(plan, config.quantize is not None, config.io)
+            source["float_model"] = qat_convert.float_reference(source, held_out, expected)
 
-    with _staging(out) as staging:
-        artifacts = [produce(job, fmt, q, staging) for fmt, q in plan]
+    with _staging(out) as staging, tempfile.TemporaryDirectory(prefix="kres-export-") as work:
+        job = Job(model, config, source, held_out, expected,
+                  classifier_metadata(model, held_out.labels) if config.metadata else None, work)
+        artifacts = []
+        for fmt, q in plan:
+            with clock(artifact_name(model, fmt, q)):
+                artifacts.append(produce(job, fmt, q, staging))
         failures = [f"{a['path']}: {a.pop('problem')}" for a in artifacts if a.get("problem")]
         if failures:
             raise ExportError(f"{len(failures)} artifact(s) failed verification, nothing was "
                               f"written to {out}:\n  " + "\n  ".join(failures))
         for a in artifacts:
             a.pop("problem", None)
-        if held_out.labels:
-            atomic_write_text(os.path.join(staging, "labels.txt"),
-                              "\n".join(held_out.labels) + "\n")
-        keras_entry = {"latency": reference.latency(held_out.images[:1], config.latency_repeats),
-                       **_compare(expected, expected, held_out.truth)}
-        record = {**_manifest(job, keras_entry, artifacts), "card": card.CARD}
+        with clock("keras_latency"):
+            if held_out.labels:
+                atomic_write_text(os.path.join(staging, "labels.txt"),
+                                  "\n".join(held_out.labels) + "\n")
+            keras_entry = {"latency": reference.latency(held_out.images[:1],
+                                                        config.latency_repeats),
+                           **_compare(expected, expected, held_out.truth)}
+        record = {**_manifest(job, keras_entry, artifacts), "card": card.CARD,
+                  "seconds": clock.record(total=time.perf_counter() - start)}
         atomic_write_text(os.path.join(staging, MANIFEST), json.dumps(record, indent=2))
         card.write(Manifest(os.path.join(staging, MANIFEST), record))
     return Manifest.read(out)
@@ -275,63 +300,96 @@ def _plan(config, held_out):
     return plan
 
 
+def artifact_name(model, fmt, quantization):
+    """The file (or directory) name of one artifact in the export."""
+    if fmt == "saved_model":
+        return "saved_model"
+    return f"{model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
+
+
 def produce(job, fmt, quantization, staging):
     """Write one artifact into ``staging``, verify it and time it: its manifest entry, with
-    ``problem`` set when it failed verification."""
-    config, held_out = job.config, job.held_out
-    name = "saved_model" if fmt == "saved_model" else \
-        f"{job.model.name}_{quantization}.{'tflite' if fmt == 'tflite' else 'onnx'}"
+    ``problem`` set when it failed verification, and ``seconds`` per step (``conversion``, or
+    for int8 ``calibration`` (TFLite) or ``preparation`` (ONNX), ``layer_errors`` and
+    ``tries``; ``verification``, ``latency``,
+    ``checksum``, ``metadata``, ``deployment``)."""
+    config, held_out, clock = job.config, job.held_out, Stopwatch()
+    name = artifact_name(job.model, fmt, quantization)
     path = os.path.join(staging, name)
+    checked = {}  # the runner of the file last verified, kept for the latency when it is kept
 
     def check(candidate):
         runner = load(candidate, threads=config.threads, verify=False)
         entry = _compare(runner.predict(held_out.images), job.expected, held_out.truth)
         entry["problem"] = _problem(quantization, entry, job.fp32_limit, config.tolerances,
                                     labelled=held_out.truth is not None)
+        checked.update(path=candidate, stat=_identity(candidate), runner=runner)
         return entry
 
     extra = {}
     if quantization == "int8":
-        entry, extra["int8"] = _search_int8(job, fmt, path, check)
+        entry, extra["int8"] = _search_int8(job, fmt, path, check, clock)
     else:
-        _convert(job, fmt, quantization, path)
-        entry = check(path)
-    runner = load(path, threads=config.threads, verify=False)
-    entry = {"path": name, "format": fmt, "quantization": quantization, "bytes": size_of(path),
-             "sha256": sha256_of(path), "inputs": runner.inputs, "outputs": runner.outputs,
-             **entry, **extra,
-             "latency": {**runner.latency(held_out.images[:1], config.latency_repeats),
-                         **_cpu_fields()}}
+        with clock("conversion"):
+            _convert(job, fmt, quantization, path)
+        with clock("verification"):
+            entry = check(path)
+    with clock("latency"):
+        runner = checked["runner"] if checked.get("path") == path and \
+            checked["stat"] == _identity(path) else load(path, threads=config.threads,
+                                                         verify=False)
+        latency = runner.latency(held_out.images[:1], config.latency_repeats)
+    with clock("checksum"):
+        entry = {"path": name, "format": fmt, "quantization": quantization,
+                 "bytes": size_of(path), "sha256": sha256_of(path), "inputs": runner.inputs,
+                 "outputs": runner.outputs, **entry, **extra,
+                 "latency": {**latency, **_cpu_fields()}}
     if fmt == "tflite":
-        entry["metadata"] = tflite_metadata.read(path)
+        with clock("metadata"):
+            entry["metadata"] = tflite_metadata.read(path)
         if quantization == "int8":
             entry["io"] = config.io
     if fmt == "onnx":
         entry["opset"] = config.opset
     if fmt in ("tflite", "onnx"):
-        entry["deployment"] = deployment.report(path)
+        with clock("deployment"):
+            entry["deployment"] = deployment.report(path)
+    entry["seconds"] = clock.record()
     return entry
 
 
+def _identity(path):
+    """What tells a file apart from the one written over it (files are replaced by rename)."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
 def _convert(job, fmt, quantization, path):
-    if fmt == "saved_model":
-        return savedmodel.to_saved_model(job.model, path)
+    if fmt == "saved_model":  # the SavedModel the converters read, copied
+        return shutil.copytree(job.saved_model, path)
     if fmt == "tflite":
-        return tflite.to_tflite(job.model, path, quantization, metadata=job.classifier)
-    return onnx.to_onnx(job.model, path, quantization, opset=job.config.opset)
+        return tflite.to_tflite(job.model, path, quantization, metadata=job.classifier,
+                                saved_model=job.saved_model)
+    return onnx.to_onnx(job.model, path, quantization, opset=job.config.opset,
+                        graph=job.onnx_graph)
 
 
-def _search_int8(job, fmt, path, check):
+def _search_int8(job, fmt, path, check, clock):
     model, config, calibration = job.model, job.config, job.held_out.calibration
     if is_qat(model):
-        return qat_convert.write_int8(model, fmt, path, job.held_out, check, opset=config.opset,
-                                      classifier=job.classifier)
+        with clock("conversion"):
+            return qat_convert.write_int8(model, fmt, path, job.held_out, check,
+                                          opset=config.opset, classifier=job.classifier)
     layer_names = [layer.name for layer in model.layers]
     if fmt == "tflite":
-        quantizer = tflite.TFLiteInt8(model, calibration, io=config.io, metadata=job.classifier)
-        return precision.search(quantizer, fmt, path, check, layer_names)
-    with onnx.OnnxInt8(model, calibration, config.opset) as quantizer:
-        return precision.search(quantizer, fmt, path, check, layer_names)
+        with clock("calibration"):
+            quantizer = tflite.TFLiteInt8(model, calibration, io=config.io,
+                                          metadata=job.classifier, saved_model=job.saved_model)
+        return precision.search(quantizer, fmt, path, check, layer_names, clock)
+    with clock("preparation"):  # the graph made ready to quantise; each try calibrates
+        quantizer = onnx.OnnxInt8(model, calibration, config.opset, job.onnx_graph)
+    with quantizer:
+        return precision.search(quantizer, fmt, path, check, layer_names, clock)
 
 
 def _compare(got, expected, truth):

@@ -36,6 +36,7 @@ from kres import native
 from kres.export import onnx_edit
 from kres.export.onnx import OnnxInt8
 from kres.export.tflite import TFLiteInt8
+from kres.export.timing import Stopwatch
 
 KEEP_FLOAT = (1, 2, 4, 8)  # how many of the worst layers the mixed-precision settings keep float
 WORST_REPORTED = 5
@@ -93,30 +94,36 @@ def settings(fmt, errors):
     return order
 
 
-def search(quantizer, fmt, path, check, layer_names):
+def search(quantizer, fmt, path, check, layer_names, clock=None):
     """Write ``path`` with each setting in turn until ``check(path)`` passes.
 
     ``quantizer``: a :class:`TFLiteInt8` or :class:`OnnxInt8` for the model; ``check(path)``
     returns the verification entry of the written file (``top1_agreement``, ``accuracy``, ...)
     with ``problem`` None when it passes. Returns ``(entry, report)``: the entry of the kept file
     (the best one when none passes; its ``problem`` says so) and the report the manifest keeps:
-    every setting tried with its agreement, the one kept, and the five worst layers.
+    every setting tried with its agreement and seconds (writing and checking it), the one kept,
+    and the five worst layers. ``clock``: a :class:`Stopwatch` that gets the steps
+    ``layer_errors`` and ``tries`` (and ``rewrite`` when no setting passes).
     """
-    errors = layer_errors(quantizer, fmt, layer_names)
+    clock = clock or Stopwatch()
+    with clock("layer_errors"):
+        errors = layer_errors(quantizer, fmt, layer_names)
     tries, best = [], None
     for setting in settings(fmt, errors):
-        write(quantizer, path, setting)
-        entry = check(path)
+        with clock("tries"):
+            write(quantizer, path, setting)
+            entry = check(path)
         tries.append({**setting.as_dict(), "top1_agreement": entry["top1_agreement"],
                       "relative_error": entry["relative_error"], "accuracy": entry["accuracy"],
-                      "passed": entry["problem"] is None})
+                      "passed": entry["problem"] is None, "seconds": round(clock.last, 3)})
         if best is None or _score(entry) > _score(best[1]):
             best = (setting, entry)
         if entry["problem"] is None:
             break
     setting, entry = best
     if tries[-1]["passed"] is False:
-        write(quantizer, path, setting)  # leave the best file in place, for the record
+        with clock("rewrite"):
+            write(quantizer, path, setting)  # leave the best file in place, for the record
     report = {"kept": setting.name if tries[-1]["passed"] else None, "tries": tries,
               "worst_layers": [e.as_dict() for e in errors[:WORST_REPORTED]],
               "error_measured_on": f"{ERROR_IMAGES} calibration images"}
@@ -265,7 +272,7 @@ def _onnx_errors(quantizer: OnnxInt8):
     from onnxruntime.quantization import qdq_loss_debug
 
     with tempfile.TemporaryDirectory() as tmp:
-        baseline = quantizer.quantize(os.path.join(tmp, "baseline.onnx"))
+        baseline = quantizer.quantized()  # the default setting: the search's first try
         augmented = os.path.join(tmp, "augmented.onnx")
         qdq_loss_debug.modify_model_output_intermediate_tensors(baseline, augmented)
         activations = qdq_loss_debug.collect_activations(

@@ -27,25 +27,33 @@ TFLITE_QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = ("float", "int8", "uint8")
 
 
-def flatbuffer(model, what, configure=None):
+def flatbuffer(model, what, configure=None, saved_model=None):
     """``model`` through TensorFlow's TFLite converter, builtin ops only: from a SavedModel (the
     path that matched Keras on every model; converting concrete functions directly once gave NaN
-    outputs). ``configure(converter)`` sets the converter's options first; ``what`` names the
-    conversion in the ExportError raised when it fails."""
-    import tensorflow as tf
-
+    outputs), ``saved_model`` when given (the model's, as `to_saved_model` writes it: several
+    conversions share one), else one written for this conversion. ``configure(converter)`` sets
+    the converter's options first; ``what`` names the conversion in the ExportError raised when
+    it fails."""
+    if saved_model is not None:
+        return _convert(saved_model, what, configure)
     with tempfile.TemporaryDirectory() as tmp:
         to_saved_model(model, tmp)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.exclude_conversion_metadata = True
-        if configure is not None:
-            configure(converter)
-        try:
-            with native.captured():  # the quantiser prints its settings from C++ on fd 2
-                return converter.convert()
-        except Exception as error:  # the converter raises ConverterError with the op it lacks
-            raise ExportError(f"TFLite conversion ({what}) failed: {error}") from error
+        return _convert(tmp, what, configure)
+
+
+def _convert(saved_model, what, configure):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.exclude_conversion_metadata = True
+    if configure is not None:
+        configure(converter)
+    try:
+        with native.captured():  # the quantiser prints its settings from C++ on fd 2
+            return converter.convert()
+    except Exception as error:  # the converter raises ConverterError with the op it lacks
+        raise ExportError(f"TFLite conversion ({what}) failed: {error}") from error
 
 
 class TFLiteInt8:
@@ -58,7 +66,7 @@ class TFLiteInt8:
     TensorFlow's QuantizationDebugger for selective quantisation).
     """
 
-    def __init__(self, model, calibration, *, io="float", metadata=None):
+    def __init__(self, model, calibration, *, io="float", metadata=None, saved_model=None):
         import tensorflow as tf
 
         check_choice("io", io, IO_TYPES)
@@ -71,7 +79,7 @@ class TFLiteInt8:
             converter.representative_dataset = lambda: ([image[None]] for image in calibration)
             converter._experimental_calibrate_only = True
 
-        self.calibrated = flatbuffer(model, "int8 calibration", calibrate_only)
+        self.calibrated = flatbuffer(model, "int8 calibration", calibrate_only, saved_model)
 
     def calibration_sample(self, n):
         return calibration_sample(self.calibration, n)
@@ -101,7 +109,7 @@ class TFLiteInt8:
 
 
 def to_tflite(model, path, quantization="fp32", *, io="float", calibration=None,
-              per_channel=True, keep_float=(), metadata=None):
+              per_channel=True, keep_float=(), metadata=None, saved_model=None):
     """Write ``model`` as a .tflite file with builtin ops only (a Flex op fails the conversion).
 
     quantization: ``fp32``; ``fp16`` (weights stored as float16); ``dynamic`` (int8 weights, float
@@ -114,6 +122,8 @@ def to_tflite(model, path, quantization="fp32", *, io="float", calibration=None,
     specification's default, which mobile kernels are tuned for) or one per tensor;
     ``keep_float`` names ops (their output tensors) to leave in float. ``metadata``: a
     :class:`kres.export.metadata.ImageClassifierInfo` to embed (labels, normalisation).
+    ``saved_model``: the model's SavedModel directory already written (`to_saved_model`), which
+    the converter then reads instead of writing its own.
 
     >>> x, _ = kres.data.arrays("digits", "train", limit=200)
     >>> kres.export.to_tflite(model, "m.tflite", "int8", io="uint8", calibration=x)
@@ -125,7 +135,8 @@ def to_tflite(model, path, quantization="fp32", *, io="float", calibration=None,
     if io != "float" and quantization != "int8":
         raise ExportError(f"io={io!r} needs quantization='int8' (got {quantization!r})")
     if quantization == "int8":
-        return TFLiteInt8(model, calibration, io=io, metadata=metadata).write(
+        return TFLiteInt8(model, calibration, io=io, metadata=metadata,
+                          saved_model=saved_model).write(
             path, per_channel=per_channel, keep_float=keep_float)
 
     def configure(converter):
@@ -134,7 +145,7 @@ def to_tflite(model, path, quantization="fp32", *, io="float", calibration=None,
         if quantization == "fp16":
             converter.target_spec.supported_types = [tf.float16]
 
-    data = flatbuffer(model, quantization, configure)
+    data = flatbuffer(model, quantization, configure, saved_model)
     input_name, output_names = io_names(model)
     return write_tflite(data, path, input_name, output_names, metadata)
 
