@@ -95,7 +95,8 @@ def test_the_edge_tpu_rules_flag_the_two_channel_pads_and_global_pooling_is_a_me
 def test_onnx_int8_is_quantised_and_runs_every_node_on_the_cpu_provider(manifest):
     report = by_file(manifest, "onnx", "int8")["deployment"]
     share = report["quantized_nodes"]
-    assert share["quantized"] >= share["compute"] - 1 > 30
+    # all but the input's normalisation and the classifier, whose logits are left in float
+    assert share["quantized"] >= share["compute"] - 2 > 30
     assert report["providers"]["all_on_requested"]
     assert report["providers"]["by_provider"] == {"CPUExecutionProvider":
                                                   report["providers"]["nodes"]}

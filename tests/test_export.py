@@ -184,6 +184,11 @@ def test_onnx_int8_is_per_channel_qdq_with_uint8_activations_and_int8_weights(ma
     assert all(np.abs(w).max() <= 64 for w, _ in weights if w.ndim == 4)
     activations = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert {initializers[n.input[2]].dtype for n in activations} == {np.dtype(np.uint8)}
+    # The logits come out of the classifier's Gemm in float, not as 256 steps over their range,
+    # where a near-tie of the top two classes becomes a tie and argmax takes the first.
+    (last,) = [n for n in graph.node if "predictions" in n.output]
+    assert last.op_type == "Gemm"
+    assert [n.op_type for n in graph.node if n.output[0] == last.input[0]] == ["DequantizeLinear"]
 
 
 def test_every_artifact_names_its_input_and_output_like_the_keras_model(manifest):
@@ -291,7 +296,8 @@ def test_when_no_setting_passes_the_error_names_the_best_and_the_worst_layers(di
 @pytest.mark.parametrize("seed", [1, 2])
 def test_default_recipe_exports_int8_for_other_seeds(tmp_path, seed):
     # The default recipe, shortened to 8 epochs: where ONNX int8 without reduce_range agreed
-    # with Keras on only 94-97 % of test images on an AVX2 CPU.
+    # with Keras on only 94-97 % of test images on an AVX2 CPU, and with quantised logits on
+    # 97.77 % (every setting alike: near-ties of the top two logits became ties).
     result = train(TrainConfig(model="resnet20", data="digits", epochs=8, seed=seed,
                                out=str(tmp_path / "run"), verbose=0))
     manifest = kres.export.export(result.run_dir, tmp_path / "out", formats="tflite,onnx",
@@ -691,7 +697,9 @@ def test_batched_verification_gives_the_per_image_outputs(manifest, format, quan
     runner = kres.export.load(manifest.artifact(format, quantization))
     batched, one_by_one = runner.predict(held_out[0]), runner.predict(held_out[0], batch_size=1)
     assert (batched.argmax(1) == one_by_one.argmax(1)).all()
-    if format == "saved_model":  # TensorFlow's kernels sum in another order for a batch
+    if format == "saved_model" or (format, quantization) == ("onnx", "int8"):
+        # TensorFlow's kernels, and the float classifier of the ONNX int8 file (an MLAS GEMM),
+        # sum in another order for a batch
         np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
     else:  # LiteRT (resized to the batch) and onnxruntime: the same bits
         np.testing.assert_array_equal(batched, one_by_one)
