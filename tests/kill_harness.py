@@ -263,9 +263,14 @@ def read_reference(directory):
 
 
 def sample(points, n, rng):
-    """``n`` points spread over the phases (round robin, each phase's drawn at random)."""
+    """``n`` points spread over the phases (round robin, each phase's drawn at random); the
+    first of the training phase is always one in the middle of an epoch (after a batch)."""
     pools = {phase: rng.sample([p for p in points if p.phase == phase],
                                len([p for p in points if p.phase == phase])) for phase in PHASES}
+    mid_epoch = [p for p in pools["train"] if p.name.startswith("batch ")]
+    if mid_epoch:  # pools pop from the end
+        pools["train"].remove(mid_epoch[0])
+        pools["train"].append(mid_epoch[0])
     chosen = []
     while len(chosen) < min(n, len(points)):
         for phase in PHASES:

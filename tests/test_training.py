@@ -19,8 +19,6 @@ from kres.training import callbacks as cb
 from kres.training.distribute import Plan
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "helpers"))
-from kill_and_resume import check_finished, kill_after_epoch  # noqa: E402
 TINY = dict(model="resnet20", data="digits", image_size=16, limit=128, batch_size=32, verbose=0)
 
 
@@ -228,21 +226,6 @@ def test_checkpoint_restores_weights_optimizer_and_epoch(tmp_path):
     # The previous epoch stays restorable (hosts of a multi-host run may be one commit apart).
     assert cb.Checkpoint(str(backup)).restore(model, 1) == 1
     assert int(model.optimizer.iterations) == 4
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume(tmp_path):
-    out = tmp_path / "killed"
-    cmd = [sys.executable, str(REPO / "tools/train.py"), "--out", str(out), "--epochs", "4",
-           "--image-size", "16", "--limit", "384", "--batch-size", "32", "--quiet"]
-    killed_at = kill_after_epoch(cmd, out, 1, env=env_for_subprocess(), cwd=REPO,
-                                 settle=0.5)  # into epoch 2 (12 steps)
-    assert killed_at < 4, "the run finished before the kill"
-    assert not (out / "metrics.json").exists()
-
-    done = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env_for_subprocess(),
-                          capture_output=True, text=True, timeout=600)
-    check_finished(done, out, killed_at, epochs=4, steps_per_epoch=12)
 
 
 # ---------------------------------------------------------------------- precision and CLI
