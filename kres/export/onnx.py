@@ -132,7 +132,7 @@ class OnnxInt8:
         # of a digits resnet20 came out the same without the symbolic one, which imports sympy
         # and took 1.6 of the export's 12 s.
         quant_pre_process(self.float_path, self.prepared, skip_symbolic_shape=True)
-        self.float_outputs = output_op_types(onnx.load(self.prepared).graph)
+        self.float_output_ops = output_op_types(onnx.load(self.prepared).graph)
 
     def __enter__(self):
         return self
@@ -170,7 +170,7 @@ class OnnxInt8:
                         per_channel=per_channel, reduce_range=True,
                         nodes_to_exclude=list(keep_float), calibrate_method=method,
                         extra_options={"OpTypesToExcludeOutputQuantization":
-                                       list(self.float_outputs)})
+                                       list(self.float_output_ops)})
         return path
 
     def quantized(self, *, per_channel=True, keep_float=(), calibration="minmax"):
