@@ -4,7 +4,7 @@ import numpy as np
 
 import keras
 import kres
-from kres.models.layers import DropPath, ResidualAdd
+from kres.models.layers import BatchNormalization as BatchNorm, DropPath, ResidualAdd
 
 
 def layers_of(model, cls):
@@ -155,3 +155,85 @@ def test_every_kernel_starts_with_its_own_random_values():
             assert key not in seen
             seen.add(key)
     assert len(seen) == 53  # 1 stem + 16 * 3 unit + 4 shortcut convolutions
+
+
+def _batchnorm_step(layer, x, gamma, beta):
+    """One training step of ``layer`` on ``x``: its outputs, the gradients of a fixed loss with
+    respect to x, gamma and beta, and the moving statistics afterwards."""
+    import tensorflow as tf
+
+    layer.build(x.shape)
+    layer.gamma.assign(gamma)
+    layer.beta.assign(beta)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt, training=True)
+        loss = tf.reduce_sum(y * tf.sin(xt))
+    grads = tape.gradient(loss, [xt, layer.gamma, layer.beta])
+    return [t.numpy() for t in (y, *grads, layer.moving_mean, layer.moving_variance)]
+
+
+def test_batchnorm_training_step_matches_keras_batchnormalization():
+    """kres' BatchNorm (TensorFlow's fused kernel in training) gives what Keras' own layer gives:
+    outputs, gradients and moving averages, including Keras' biased batch variance."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (8, 6, 5, 7)).astype("float32")
+    gamma = rng.normal(1.0, 0.2, 7).astype("float32")
+    beta = rng.normal(0.0, 0.2, 7).astype("float32")
+    for epsilon in (1e-3, 1e-5):
+        want = _batchnorm_step(keras.layers.BatchNormalization(epsilon=epsilon, momentum=0.9),
+                               x, gamma, beta)
+        got = _batchnorm_step(BatchNorm(epsilon=epsilon, momentum=0.9), x, gamma, beta)
+        for name, w, g in zip(("y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"),
+                              want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5 * np.abs(w).max(),
+                                       err_msg=f"{name}, epsilon {epsilon}")
+
+
+def test_batchnorm_runs_the_fused_kernel_in_training_only():
+    import tensorflow as tf
+
+    layer = BatchNorm()
+    layer.build((None, 4, 4, 3))
+
+    def ops_of(training):
+        fn = tf.function(lambda x: layer(x, training=training))
+        graph = fn.get_concrete_function(tf.TensorSpec((2, 4, 4, 3))).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "FusedBatchNormV3" in ops_of(True)
+    assert not any(t.startswith("FusedBatchNorm") for t in ops_of(False))
+    frozen = BatchNorm(trainable=False)  # a frozen layer runs in inference mode
+    frozen.build((None, 4, 4, 3))
+    fn = tf.function(lambda x: frozen(x, training=True))
+    graph = fn.get_concrete_function(tf.TensorSpec((2, 4, 4, 3))).graph
+    assert not any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+
+
+def test_every_batchnorm_of_a_model_is_kres_batchnorm_and_reloads(tmp_path):
+    model = kres.build("resnet20", input_shape=(16, 16, 1), depths=(1, 1, 1))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(type(layer) is BatchNorm for layer in norms)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert {type(layer) for layer in loaded.layers if "bn" in layer.name} == {BatchNorm}
+
+
+def test_weights_saved_with_keras_batchnormalization_load_into_kres_models(tmp_path, monkeypatch):
+    """Checkpoints and weight files of models built with Keras' own layer (earlier kres
+    versions) load: Keras keys a weight file's layers by class name, which kres' layer shares."""
+    import kres.models.blocks
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kres.models.blocks, "BatchNormalization", keras.layers.BatchNormalization)
+        earlier = kres.build("resnet20", input_shape=(16, 16, 1), depths=(1, 1, 1))
+    assert not any(isinstance(layer, BatchNorm) for layer in earlier.layers)
+    for layer in earlier.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.linspace(-1, 1, layer.moving_mean.shape[0]))
+    earlier.save_weights(tmp_path / "earlier.weights.h5")
+    model = kres.build("resnet20", input_shape=(16, 16, 1), depths=(1, 1, 1))
+    model.load_weights(tmp_path / "earlier.weights.h5")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype("float32")
+    np.testing.assert_array_equal(model(x), earlier(x))

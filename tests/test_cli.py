@@ -91,6 +91,7 @@ def test_installed_kres_predict_runs_outside_the_checkout(installed):
     kres.predict gives for the same file."""
     import json
 
+    import keras
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -102,7 +103,7 @@ def test_installed_kres_predict_runs_outside_the_checkout(installed):
     folder.mkdir(exist_ok=True)
     model = kres.build("resnet20", input_shape=(40, 40, 3), num_classes=4, depths=(1, 1, 1))
     for layer in model.layers:  # random BatchNorm statistics, so that pictures differ
-        if layer.__class__.__name__ == "BatchNormalization":
+        if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(np.linspace(-1, 1, layer.moving_mean.shape[0]))
     model.save(folder / "small.keras")
     Image.fromarray(data.chelsea()).save(folder / "chelsea.jpg")

@@ -19,8 +19,8 @@ from typing import Callable, NamedTuple
 import keras
 from keras import layers
 
-from kres.models.layers import (BlurPool2D, DropPath, HighwayMix, ResidualAdd, StdConv2D,
-                                SymmetricMaxPool, ZeroPadChannels)
+from kres.models.layers import (BatchNormalization, BlurPool2D, DropPath, HighwayMix,
+                                ResidualAdd, StdConv2D, SymmetricMaxPool, ZeroPadChannels)
 
 # Highway gates start biased towards carrying the input: b_T < 0, "e.g. -1, -3" (Srivastava et al.
 # 2015, "Highway Networks", arXiv:1505.00387, Section 2.2).
@@ -94,7 +94,7 @@ class Pieces:
             return layers.GroupNormalization(
                 self.spec.norm_groups, epsilon=self.spec.bn_epsilon, gamma_initializer=gamma,
                 name=name.removesuffix("_bn") + "_gn")(x)
-        return layers.BatchNormalization(
+        return BatchNormalization(  # kres' own: fused on TensorFlow in training
             epsilon=self.spec.bn_epsilon, momentum=self.spec.bn_momentum,
             synchronized=self.spec.sync_bn, gamma_initializer=gamma, name=name,
         )(x)
