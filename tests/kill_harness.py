@@ -370,7 +370,7 @@ def check_run(point, directory, reference, committed_rows, problems):
         problems.append("history.csv's rows from before the kill changed")
     if _timeless(rows) != _timeless(expected.history):
         problems.append("history.csv differs from the uninterrupted run's")
-    best = max(rows, key=lambda r: r["val_accuracy"])
+    best = max(rows, key=lambda r: (r["val_accuracy"], -r["val_loss"]))
     got, want = _weights(run.best), _reference_weights(expected.best)
     if len(got) != len(want) or not all(np.array_equal(a, b) for a, b in zip(got, want)):
         problems.append(f"best.keras is not the best epoch's model (epoch {best['epoch']})")

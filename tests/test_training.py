@@ -260,3 +260,24 @@ def test_cli_reports_an_unknown_model_without_a_traceback(tmp_path):
     assert "unknown model 'resnet5'; closest names: resnet56, resnet50" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_best_model_breaks_validation_accuracy_ties_by_the_lower_validation_loss(tmp_path):
+    """best.keras is the epoch with the highest validation accuracy; among epochs that tie on
+    it, the one with the lowest validation loss (a resumed run knows its earlier epochs)."""
+    from kres.saving import load_keras_model
+    from kres.training import callbacks as cb
+
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+    path = tmp_path / "best.keras"
+    best = cb.BestModel(str(path), rows=[{"epoch": 1, "val_accuracy": 0.5, "val_loss": 2.0}])
+    best.set_model(model)
+    saved = {}
+    for epoch, (accuracy, loss) in enumerate([(0.5, 3.0), (0.9, 0.5), (0.9, 0.4), (0.9, 0.6),
+                                              (0.8, 0.1), (float("nan"), 0.0)], start=2):
+        model.layers[-1].kernel.assign([[float(epoch)]])
+        best.on_epoch_end(epoch - 1, {"val_accuracy": accuracy, "val_loss": loss})
+        if path.exists():
+            saved[epoch] = float(load_keras_model(path).layers[-1].kernel.numpy()[0, 0])
+    assert saved == {3: 3.0, 4: 4.0, 5: 4.0, 6: 4.0, 7: 4.0}

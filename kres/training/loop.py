@@ -273,15 +273,13 @@ def fit(prepared: Prepared, model: keras.Model) -> TrainResult:
     recipe, run = prepared.recipe, prepared.run
     train_ds, val_ds, test_ds = prepared.datasets
     history = cb.HistoryCSV(run.history_file, prepared.initial_epoch)
-    best_so_far = max((r.get("val_accuracy", float("-inf")) for r in history.rows),
-                      default=float("-inf"))
     timer = cb.EpochTimer()
     callbacks = [
         cb.StopOnNonFinite(recipe.epochs, recipe.lr),  # first: before anything records an epoch
         timer,
         keras.callbacks.TensorBoard(run.logs),
         history,
-        cb.BestModel(run.best, best=best_so_far),
+        cb.BestModel(run.best, history.rows),
         # last: the checkpoint commits an epoch after everything else recorded it
         prepared.checkpoint,
     ]
