@@ -4,7 +4,7 @@ import numpy as np
 
 import keras
 import kres
-from kres.models.layers import BatchNormalization as BatchNorm, DropPath, ResidualAdd
+from kres.models.layers import BatchNormalization as KresBatchNorm, DropPath, ResidualAdd
 
 
 def layers_of(model, cls):
@@ -175,8 +175,8 @@ def _batchnorm_step(layer, x, gamma, beta):
 
 
 def test_batchnorm_training_step_matches_keras_batchnormalization():
-    """kres' BatchNorm (TensorFlow's fused kernel in training) gives what Keras' own layer gives:
-    outputs, gradients and moving averages, including Keras' biased batch variance."""
+    """kres' BatchNormalization (TensorFlow's fused kernel in training) gives what Keras' own
+    layer gives: outputs, gradients and moving averages, including Keras' biased variance."""
     rng = np.random.default_rng(0)
     x = rng.normal(2.0, 3.0, (8, 6, 5, 7)).astype("float32")
     gamma = rng.normal(1.0, 0.2, 7).astype("float32")
@@ -184,7 +184,7 @@ def test_batchnorm_training_step_matches_keras_batchnormalization():
     for epsilon in (1e-3, 1e-5):
         want = _batchnorm_step(keras.layers.BatchNormalization(epsilon=epsilon, momentum=0.9),
                                x, gamma, beta)
-        got = _batchnorm_step(BatchNorm(epsilon=epsilon, momentum=0.9), x, gamma, beta)
+        got = _batchnorm_step(KresBatchNorm(epsilon=epsilon, momentum=0.9), x, gamma, beta)
         for name, w, g in zip(("y", "dx", "dgamma", "dbeta", "moving_mean", "moving_variance"),
                               want, got):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=2e-5 * np.abs(w).max(),
@@ -194,7 +194,7 @@ def test_batchnorm_training_step_matches_keras_batchnormalization():
 def test_batchnorm_runs_the_fused_kernel_in_training_only():
     import tensorflow as tf
 
-    layer = BatchNorm()
+    layer = KresBatchNorm()
     layer.build((None, 4, 4, 3))
 
     def ops_of(training):
@@ -204,7 +204,7 @@ def test_batchnorm_runs_the_fused_kernel_in_training_only():
 
     assert "FusedBatchNormV3" in ops_of(True)
     assert not any(t.startswith("FusedBatchNorm") for t in ops_of(False))
-    frozen = BatchNorm(trainable=False)  # a frozen layer runs in inference mode
+    frozen = KresBatchNorm(trainable=False)  # a frozen layer runs in inference mode
     frozen.build((None, 4, 4, 3))
     fn = tf.function(lambda x: frozen(x, training=True))
     graph = fn.get_concrete_function(tf.TensorSpec((2, 4, 4, 3))).graph
@@ -214,10 +214,10 @@ def test_batchnorm_runs_the_fused_kernel_in_training_only():
 def test_every_batchnorm_of_a_model_is_kres_batchnorm_and_reloads(tmp_path):
     model = kres.build("resnet20", input_shape=(16, 16, 1), depths=(1, 1, 1))
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert norms and all(type(layer) is BatchNorm for layer in norms)
+    assert norms and all(type(layer) is KresBatchNorm for layer in norms)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    assert {type(layer) for layer in loaded.layers if "bn" in layer.name} == {BatchNorm}
+    assert {type(layer) for layer in loaded.layers if "bn" in layer.name} == {KresBatchNorm}
 
 
 def test_weights_saved_with_keras_batchnormalization_load_into_kres_models(tmp_path, monkeypatch):
@@ -228,7 +228,7 @@ def test_weights_saved_with_keras_batchnormalization_load_into_kres_models(tmp_p
     with monkeypatch.context() as patch:
         patch.setattr(kres.models.blocks, "BatchNormalization", keras.layers.BatchNormalization)
         earlier = kres.build("resnet20", input_shape=(16, 16, 1), depths=(1, 1, 1))
-    assert not any(isinstance(layer, BatchNorm) for layer in earlier.layers)
+    assert not any(isinstance(layer, KresBatchNorm) for layer in earlier.layers)
     for layer in earlier.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.moving_mean.assign(np.linspace(-1, 1, layer.moving_mean.shape[0]))

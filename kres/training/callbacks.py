@@ -156,9 +156,9 @@ def _fmt(value) -> str:
 class BestModel(keras.callbacks.Callback):
     """Saves best.keras (atomically) whenever an epoch beats every earlier one: a higher
     validation accuracy, or the same accuracy with a lower validation loss. On a small
-    validation split many epochs tie on accuracy (digits: 269 images, one image is 0.37 %);
-    without the tie-break best.keras was the first of them, often an epoch still at a high
-    learning rate. ``rows``: the epochs an earlier session of the run recorded."""
+    validation split many epochs tie on accuracy (digits: 269 images, one image is 0.37 %),
+    and without the tie-break best.keras was the first of them, however early. ``rows``: the
+    epochs an earlier session of the run recorded."""
 
     def __init__(self, path: str, rows=()):
         super().__init__()
