@@ -381,7 +381,8 @@ def check_run(point, directory, reference, committed_rows, problems):
 def _timeless(rows):
     """Rows without what depends on the machine's speed."""
     return [{k: v for k, v in r.items() if k not in
-             ("seconds", "images_per_second", "train_seconds_this_session")} for r in rows]
+             ("seconds", "images_per_second", "step_images_per_second",
+              "train_seconds_this_session")} for r in rows]
 
 
 @functools.lru_cache(maxsize=None)

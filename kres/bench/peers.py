@@ -32,23 +32,26 @@ PEER_BATCH = 32  # the deployment table's batch row
 @dataclasses.dataclass(frozen=True)
 class PeerSuite:
     """The peer rows of a suite: inference (models, image side, batches, whether to add
-    ``torch.compile``), training ((model, image side, batch) rows) and deployment (models)."""
+    ``torch.compile``), training ((model, image side, batch) rows, and rounds: a 2-core
+    machine's training runs of a few seconds vary by 10-20 % from one to the next, so these
+    rows take more rounds than the suite's) and deployment (models)."""
 
     inference_models: tuple
     inference_size: int
     inference_batches: tuple
     torch_compile: bool
     training_rows: tuple
+    training_rounds: int
     deploy_models: tuple
 
 
 PEER_SUITES = {
     "full": PeerSuite(("resnet50", "resnet18"), 224, (1, 32), True,
-                      (("resnet20", 32, 128), ("resnet50", 224, 8)), ("resnet50", "resnet18")),
+                      (("resnet20", 32, 128), ("resnet50", 224, 8)), 7, ("resnet50", "resnet18")),
     # Without the deployment rows (their exports and int8 calibration are the dearest part):
     # with them, the peer rows took 1248 s of a loaded 2-core machine (load average 4-13).
     "quick": PeerSuite(("resnet50", "resnet18"), 224, (1, 32), False,
-                       (("resnet20", 32, 128),), ()),
+                       (("resnet20", 32, 128),), 5, ()),
     "smoke": None,  # seconds, for the test suite: the peer rows take minutes even at toy sizes
 }
 
@@ -175,13 +178,17 @@ def _torch_trainer(net, x, y, batch, steps):
 
 
 def training(rows, steps, rounds, threads, with_train=True) -> list:
-    """Images/s of ``steps`` training steps: kres ``model.fit`` (and ``kres.training.train``,
-    each epoch's validation included, when ``with_train``) vs the PyTorch twin, one row per
-    (model, kres path). The twin's trainable parameter count must equal kres' model's."""
+    """Images/s of ``steps`` training steps: kres ``model.fit`` (and ``kres.training.train``
+    when ``with_train``) vs the PyTorch twin, one row per (model, kres path). The twin's
+    trainable parameter count must equal kres' model's. Every timed run is a steady-state one:
+    ``model.fit``'s epoch and the PyTorch loop each follow an untimed run of their own, and
+    ``kres.training.train``'s figure is its second epoch's training steps, after a first epoch
+    that compiles (its validation pass left out: the other two validate nothing). Each row
+    carries the lowest and highest per-round ratio beside the ratio of the medians."""
     pin_threads(threads)
     from kres import data as kdata
     from kres.bench.torch_peers import trainable_params, twin
-    from kres.bench.training import EpochClock, _kres_run, _plain
+    from kres.bench.training import EpochClock, _kres_train, _plain
 
     results = []
     for name, size, batch in rows:
@@ -202,37 +209,46 @@ def training(rows, steps, rounds, threads, with_train=True) -> list:
                       callbacks=[clock])
             return clock.seconds[0]
 
-        candidates = {"kres model.fit": fit, "PyTorch twin": _torch_trainer(net, x, labels,
-                                                                           batch, steps)}
+        candidates = {"kres model.fit": (fit, True),
+                      "PyTorch twin": (_torch_trainer(net, x, labels, batch, steps), True)}
         with tempfile.TemporaryDirectory(prefix="kres-bench-peers-") as tmp:
             if with_train:
                 runs = iter(range(rounds + 2))
-                candidates["kres.training.train"] = lambda: _kres_run(
-                    name, size, batch, steps, "float32", 2, os.path.join(tmp, str(next(runs))))[1]
-            speed = _train_speed(candidates, n, rounds)
+                candidates["kres.training.train"] = (lambda: n / _kres_train(
+                    name, size, batch, steps, "float32", 2, os.path.join(tmp, str(next(runs)))
+                ).metrics["step_images_per_second"], False)
+            seconds = _train_seconds(candidates, rounds)
+        speed = {path: n / statistics.median(s) for path, s in seconds.items()}
         common = {"table": "training", "model": name, "image_size": size, "batch": batch,
                   "steps_per_run": steps, "threads": threads, "unit": "images/s",
                   "runs": rounds, "trainable_params": kres_params}
         for path in ("kres model.fit", "kres.training.train"):
             if path in speed:
-                row = ratios({path: speed[path], "PyTorch twin": speed["PyTorch twin"]},
-                             path, common)
-                results += row
+                per_round = [p / k for k, p in zip(seconds[path], seconds["PyTorch twin"])]
+                results += ratios({path: speed[path], "PyTorch twin": speed["PyTorch twin"]},
+                                  path, {**common, "ratio_low": min(per_round),
+                                         "ratio_high": max(per_round)})
     return results
 
 
-def _train_speed(candidates, images, rounds) -> dict:
-    """Images/s of each training candidate: a warm-up run, then ``rounds`` alternated runs,
-    each ``work()`` returning the seconds of its steps (``model.fit``'s epoch timed from
-    inside, ``kres.training.train``'s second epoch, the PyTorch loop's wall time)."""
+def _train_seconds(candidates, rounds) -> dict:
+    """{name: [seconds of each round]} of the training candidates ``{name: (work, warm)}``: a
+    first round that compiles, then ``rounds`` rounds alternated in order and reversed order,
+    ``work()`` returning the seconds of its steps. A ``warm`` candidate runs once untimed right
+    before each timed run: a ``model.fit`` epoch right after another TensorFlow model trained
+    in the process measured 464 images/s, one after an epoch of its own 619 (resnet20 b128, AMD
+    EPYC avx512: two runs of 7 rounds with ``kres.training.train`` among the candidates); the
+    PyTorch loop 543 and 554. A user's ``fit`` pays that once, not every epoch."""
     seconds = {name: [] for name in candidates}
     for round_ in range(rounds + 1):
         order = list(candidates.items())
-        for name, work in (order if round_ % 2 == 0 else order[::-1]):
+        for name, (work, warm) in (order if round_ % 2 == 0 else order[::-1]):
+            if warm and round_:
+                work()
             got = work()
             if round_:
                 seconds[name].append(got)
-    return {name: images / statistics.median(s) for name, s in seconds.items()}
+    return seconds
 
 
 def deploy(models, size, rounds, threads, calibration_samples, repeats=5) -> list:
@@ -299,6 +315,7 @@ def measure(suite, rounds, min_seconds, training_steps, deploy_size, calibration
     threads = pin_threads(threads or os.cpu_count() or 1)
     rows = inference(peers.inference_models, peers.inference_size, peers.inference_batches,
                      rounds, min_seconds, threads, torch_compile=peers.torch_compile)
-    rows += training(peers.training_rows, training_steps, rounds, threads)
+    rows += training(peers.training_rows, training_steps, max(rounds, peers.training_rounds),
+                     threads)
     rows += deploy(peers.deploy_models, deploy_size, rounds, threads, calibration_samples)
     return {"versions": versions(), "threads": threads, "rows": rows}

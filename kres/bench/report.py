@@ -151,10 +151,12 @@ def peers(result) -> str:
     if "skipped" in p:
         return p["skipped"]
     rows = [(r["table"], r["model"], f"{r['image_size']}px b{r['batch']}", r["kres"], r["peer"],
-             _f(r["kres_per_second"]), _f(r["peer_per_second"]), _f(r["ratio"], "{:.2f}"))
+             _f(r["kres_per_second"]), _f(r["peer_per_second"]), _f(r["ratio"], "{:.2f}")
+             + (f" ({r['ratio_low']:.2f}-{r['ratio_high']:.2f})" if "ratio_low" in r else ""))
             for r in p["rows"]]
     return (f"Every runtime pinned to {p['threads']} thread(s); images/s, each pair measured "
-            f"alternated in one process.\n\n" + _table(
+            "alternated in one process; kres / peer is the ratio of the medians, in brackets "
+            "the lowest and highest ratio of one round where the row has them.\n\n" + _table(
                 ("table", "model", "input", "kres", "peer", "kres images/s", "peer images/s",
                  "kres / peer"), rows))
 

@@ -64,15 +64,21 @@ def _plain(name, size, batch, xla, precision, x, y):
     return model
 
 
-def _kres_run(name, size, batch, steps, precision, epochs, out):
-    """``kres.training.train`` on digits for ``epochs`` epochs of ``steps`` steps: the seconds
-    of every epoch (the first includes compilation), from the run's history."""
+def _kres_train(name, size, batch, steps, precision, epochs, out):
+    """``kres.training.train`` on digits for ``epochs`` epochs of ``steps`` steps: its result
+    (``metrics["step_images_per_second"]``: the epochs after the first, training steps only)."""
     from kres.training import TrainConfig, train
 
-    result = train(TrainConfig(model=name, data="digits", image_size=size, batch_size=batch,
-                               epochs=epochs, steps_per_epoch=steps, out=out, verbose=0,
-                               mixed_precision="none" if precision == "float32" else precision))
-    return [row["seconds"] for row in result.history]
+    return train(TrainConfig(model=name, data="digits", image_size=size, batch_size=batch,
+                             epochs=epochs, steps_per_epoch=steps, out=out, verbose=0,
+                             mixed_precision="none" if precision == "float32" else precision))
+
+
+def _kres_run(name, size, batch, steps, precision, epochs, out):
+    """The seconds of every epoch of :func:`_kres_train` (the first includes compilation),
+    from the run's history."""
+    return [row["seconds"] for row in _kres_train(name, size, batch, steps, precision, epochs,
+                                                  out).history]
 
 
 def measure(rows, steps, xla_options, rounds) -> list:

@@ -107,18 +107,30 @@ class StopOnNonFinite(keras.callbacks.Callback):
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `seconds` (wall time of the epoch) and `lr` to the epoch logs."""
+    """Adds `seconds` (wall time of the epoch, its validation pass included) and `lr` to the
+    epoch logs, and keeps `step_seconds`: the epoch's training steps alone, up to the start of
+    its validation pass (Keras' fit runs validation through the same callbacks, so
+    ``on_test_begin`` marks it). `step_seconds` stays out of the logs: history.csv keeps its
+    columns, so the history of a run started by an earlier version still reads on resume."""
 
     def __init__(self):
         super().__init__()
         self.seconds = []
+        self.step_seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self._steps_done = None
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_steps_done", False) is None:  # the first evaluation inside an epoch
+            self._steps_done = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        elapsed = time.perf_counter() - self._start
+        end = time.perf_counter()
+        elapsed = end - self._start
         self.seconds.append(elapsed)
+        self.step_seconds.append((self._steps_done or end) - self._start)
         if logs is not None:
             logs["seconds"] = elapsed
             logs["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

@@ -299,7 +299,7 @@ def fit(prepared: Prepared, model: keras.Model) -> TrainResult:
     train_seconds = time.perf_counter() - start
 
     atomic_save_model(model, run.final)
-    metrics = _metrics(model, prepared, history.rows, timer.seconds, train_seconds)
+    metrics = _metrics(model, prepared, history.rows, timer, train_seconds)
     cb.plot_curves(history.rows, run.curves)
     print(f"kres: test accuracy {metrics['test_accuracy']:.4f} "
           f"(validation {metrics['val_accuracy']:.4f}) after {metrics['epochs_completed']} epochs; "
@@ -309,18 +309,19 @@ def fit(prepared: Prepared, model: keras.Model) -> TrainResult:
                        config=prepared.config, recipe=recipe)
 
 
-def _metrics(model, prepared, rows, epoch_seconds, train_seconds) -> dict:
+def _metrics(model, prepared, rows, timer, train_seconds) -> dict:
     """metrics.json: accuracy and loss on validation and test, and training throughput."""
     _, val_ds, test_ds = prepared.datasets
     val = model.evaluate(val_ds, verbose=0, return_dict=True)
     test = model.evaluate(test_ds, verbose=0, return_dict=True)
-    # Throughput over this session's epochs, leaving out the first (tracing and compilation).
-    timed = epoch_seconds[1:] or epoch_seconds
-    images = len(timed) * prepared.recipe.steps_per_epoch * prepared.recipe.batch_size
-    throughput = images / sum(timed) if timed and sum(timed) > 0 else None
+    # Throughput over this session's epochs, leaving out the first (tracing and compilation):
+    # whole epochs (their validation pass included), and the training steps alone.
+    throughput, step_throughput = (_throughput(prepared.recipe, s)
+                                   for s in (timer.seconds, timer.step_seconds))
     previous = prepared.run.metrics if throughput is None else None
-    if previous:  # nothing trained: keep the measured one
+    if previous:  # nothing trained: keep the measured ones
         throughput = previous.get("images_per_second")
+        step_throughput = previous.get("step_images_per_second")
     metrics = {
         "val_accuracy": float(val["accuracy"]),
         "val_loss": float(val["loss"]),
@@ -329,10 +330,18 @@ def _metrics(model, prepared, rows, epoch_seconds, train_seconds) -> dict:
         "best_val_accuracy": max([r.get("val_accuracy", 0.0) for r in rows] or [0.0]),
         "epochs_completed": len(rows),
         "images_per_second": throughput,
+        "step_images_per_second": step_throughput,
         "train_seconds_this_session": train_seconds,
     }
     prepared.run.write_metrics(metrics)
     return metrics
+
+
+def _throughput(recipe, epoch_seconds) -> float | None:
+    """Images per second over ``epoch_seconds`` without the first (tracing and compilation)."""
+    timed = epoch_seconds[1:] or epoch_seconds
+    images = len(timed) * recipe.steps_per_epoch * recipe.batch_size
+    return images / sum(timed) if timed and sum(timed) > 0 else None
 
 
 def _check_run_dir(run: Run, resume: bool) -> None:
