@@ -146,7 +146,7 @@ def test_peer_rows_are_kres_over_peer_from_figures_measured_alternated():
     assert "pinned to 1 thread(s)" in text and f"| {rows[0]['ratio']:.2f} |" in text
 
 
-def test_training_peer_runs_alternate_and_each_timed_run_follows_a_warm_one():
+def test_training_peer_runs_alternate_after_a_compiling_round():
     from kres.bench import report
     from kres.bench.peers import _train_seconds
 
@@ -158,11 +158,10 @@ def test_training_peer_runs_alternate_and_each_timed_run_follows_a_warm_one():
             return seconds
         return work
 
-    got = _train_seconds({"fit": (candidate("fit", 1.0), True),
-                          "train": (candidate("train", 2.0), False)}, rounds=2)
-    assert got == {"fit": [1.0, 1.0], "train": [2.0, 2.0]}
-    # round 0 compiles; round 1 runs in reversed order; a warm candidate runs twice in a row
-    assert calls == ["fit", "train", "train", "fit", "fit", "fit", "fit", "train"]
+    got = _train_seconds({"fit": candidate("fit", 1.0), "twin": candidate("twin", 2.0)},
+                         rounds=3)
+    assert got == {"fit": [1.0] * 3, "twin": [2.0] * 3}  # round 0 (compiling) is not kept
+    assert calls == ["fit", "twin", "twin", "fit", "fit", "twin", "twin", "fit"]
     row = {"table": "training", "model": "resnet20", "image_size": 32, "batch": 128,
            "kres": "kres model.fit", "peer": "PyTorch twin", "kres_per_second": 600.0,
            "peer_per_second": 500.0, "ratio": 1.2, "ratio_low": 0.95, "ratio_high": 1.31}

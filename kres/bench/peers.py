@@ -180,11 +180,14 @@ def _torch_trainer(net, x, y, batch, steps):
 def training(rows, steps, rounds, threads, with_train=True) -> list:
     """Images/s of ``steps`` training steps: kres ``model.fit`` (and ``kres.training.train``
     when ``with_train``) vs the PyTorch twin, one row per (model, kres path). The twin's
-    trainable parameter count must equal kres' model's. Every timed run is a steady-state one:
-    ``model.fit``'s epoch and the PyTorch loop each follow an untimed run of their own, and
-    ``kres.training.train``'s figure is its second epoch's training steps, after a first epoch
-    that compiles (its validation pass left out: the other two validate nothing). Each row
-    carries the lowest and highest per-round ratio beside the ratio of the medians."""
+    trainable parameter count must equal kres' model's. Each kres path is alternated with the
+    twin in a phase of its own, ``model.fit``'s first: ``kres.training.train`` seeds its run,
+    and ``tf.random.set_seed`` clears TensorFlow's kernel cache (``Context._set_global_seed``),
+    which made ``fit`` 464 images/s with the three alternated together, against 619 when each
+    timed ``fit`` epoch followed an untimed one (resnet20 b128, AMD EPYC avx512, 7 rounds
+    each). ``kres.training.train``'s figure is its second epoch's training steps, after a
+    first epoch that compiles (its validation pass left out: the twin validates nothing).
+    Each row carries the lowest and highest per-round ratio beside the ratio of the medians."""
     pin_threads(threads)
     from kres import data as kdata
     from kres.bench.torch_peers import trainable_params, twin
@@ -209,42 +212,37 @@ def training(rows, steps, rounds, threads, with_train=True) -> list:
                       callbacks=[clock])
             return clock.seconds[0]
 
-        candidates = {"kres model.fit": (fit, True),
-                      "PyTorch twin": (_torch_trainer(net, x, labels, batch, steps), True)}
+        torch_loop = _torch_trainer(net, x, labels, batch, steps)
+        phases = [{"kres model.fit": fit, "PyTorch twin": torch_loop}]
         with tempfile.TemporaryDirectory(prefix="kres-bench-peers-") as tmp:
             if with_train:
                 runs = iter(range(rounds + 2))
-                candidates["kres.training.train"] = (lambda: n / _kres_train(
+                phases.append({"kres.training.train": lambda: n / _kres_train(
                     name, size, batch, steps, "float32", 2, os.path.join(tmp, str(next(runs)))
-                ).metrics["step_images_per_second"], False)
-            seconds = _train_seconds(candidates, rounds)
-        speed = {path: n / statistics.median(s) for path, s in seconds.items()}
+                ).metrics["step_images_per_second"], "PyTorch twin": torch_loop})
+            phases = [(phase, _train_seconds(phase, rounds)) for phase in phases]
         common = {"table": "training", "model": name, "image_size": size, "batch": batch,
                   "steps_per_run": steps, "threads": threads, "unit": "images/s",
                   "runs": rounds, "trainable_params": kres_params}
-        for path in ("kres model.fit", "kres.training.train"):
-            if path in speed:
-                per_round = [p / k for k, p in zip(seconds[path], seconds["PyTorch twin"])]
-                results += ratios({path: speed[path], "PyTorch twin": speed["PyTorch twin"]},
-                                  path, {**common, "ratio_low": min(per_round),
-                                         "ratio_high": max(per_round)})
+        for phase, seconds in phases:
+            path = next(p for p in phase if p.startswith("kres"))
+            twin_seconds = seconds["PyTorch twin"]
+            per_round = [t / k for k, t in zip(seconds[path], twin_seconds)]
+            results += ratios({path: n / statistics.median(seconds[path]),
+                               "PyTorch twin": n / statistics.median(twin_seconds)},
+                              path, {**common, "ratio_low": min(per_round),
+                                     "ratio_high": max(per_round)})
     return results
 
 
 def _train_seconds(candidates, rounds) -> dict:
-    """{name: [seconds of each round]} of the training candidates ``{name: (work, warm)}``: a
-    first round that compiles, then ``rounds`` rounds alternated in order and reversed order,
-    ``work()`` returning the seconds of its steps. A ``warm`` candidate runs once untimed right
-    before each timed run: a ``model.fit`` epoch right after another TensorFlow model trained
-    in the process measured 464 images/s, one after an epoch of its own 619 (resnet20 b128, AMD
-    EPYC avx512: two runs of 7 rounds with ``kres.training.train`` among the candidates); the
-    PyTorch loop 543 and 554. A user's ``fit`` pays that once, not every epoch."""
+    """{name: [seconds of each round]} of the training candidates ``{name: work}``: a first
+    round that compiles, then ``rounds`` rounds alternated in order and reversed order, each
+    ``work()`` returning the seconds of its steps."""
     seconds = {name: [] for name in candidates}
     for round_ in range(rounds + 1):
         order = list(candidates.items())
-        for name, (work, warm) in (order if round_ % 2 == 0 else order[::-1]):
-            if warm and round_:
-                work()
+        for name, work in (order if round_ % 2 == 0 else order[::-1]):
             got = work()
             if round_:
                 seconds[name].append(got)
