@@ -212,26 +212,25 @@ def training(rows, steps, rounds, threads, with_train=True) -> list:
                       callbacks=[clock])
             return clock.seconds[0]
 
+        paths = {"kres model.fit": fit}
         torch_loop = _torch_trainer(net, x, labels, batch, steps)
-        phases = [{"kres model.fit": fit, "PyTorch twin": torch_loop}]
-        with tempfile.TemporaryDirectory(prefix="kres-bench-peers-") as tmp:
-            if with_train:
-                runs = iter(range(rounds + 2))
-                phases.append({"kres.training.train": lambda: n / _kres_train(
-                    name, size, batch, steps, "float32", 2, os.path.join(tmp, str(next(runs)))
-                ).metrics["step_images_per_second"], "PyTorch twin": torch_loop})
-            phases = [(phase, _train_seconds(phase, rounds)) for phase in phases]
         common = {"table": "training", "model": name, "image_size": size, "batch": batch,
                   "steps_per_run": steps, "threads": threads, "unit": "images/s",
                   "runs": rounds, "trainable_params": kres_params}
-        for phase, seconds in phases:
-            path = next(p for p in phase if p.startswith("kres"))
-            twin_seconds = seconds["PyTorch twin"]
-            per_round = [t / k for k, t in zip(seconds[path], twin_seconds)]
-            results += ratios({path: n / statistics.median(seconds[path]),
-                               "PyTorch twin": n / statistics.median(twin_seconds)},
-                              path, {**common, "ratio_low": min(per_round),
-                                     "ratio_high": max(per_round)})
+        with tempfile.TemporaryDirectory(prefix="kres-bench-peers-") as tmp:
+            if with_train:
+                runs = iter(range(rounds + 2))
+                paths["kres.training.train"] = lambda: n / _kres_train(
+                    name, size, batch, steps, "float32", 2, os.path.join(tmp, str(next(runs)))
+                ).metrics["step_images_per_second"]
+            for path, work in paths.items():
+                seconds = _train_seconds({path: work, "PyTorch twin": torch_loop}, rounds)
+                twin_seconds = seconds["PyTorch twin"]
+                per_round = [t / k for k, t in zip(seconds[path], twin_seconds)]
+                results += ratios({path: n / statistics.median(seconds[path]),
+                                   "PyTorch twin": n / statistics.median(twin_seconds)},
+                                  path, {**common, "ratio_low": min(per_round),
+                                         "ratio_high": max(per_round)})
     return results
 
 

@@ -117,13 +117,14 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.seconds = []
         self.step_seconds = []
+        self._steps_done = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
         self._steps_done = None
 
     def on_test_begin(self, logs=None):
-        if getattr(self, "_steps_done", False) is None:  # the first evaluation inside an epoch
+        if self._steps_done is None:
             self._steps_done = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
